@@ -1,0 +1,1 @@
+"""Evaluation of mmclip checkpoints: CLIP Benchmark, ViDoRe and MTEB."""

@@ -1,0 +1,46 @@
+"""The ``mmclip`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .config import ConfigError
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .factory import load_model_config
+    from .info import format_info, model_info
+
+    config = load_model_config(args.config, args.set)
+    info = model_info(config)
+    print(json.dumps(info, indent=2) if args.json else format_info(info, args.config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmclip", description="Multilingual multimodal embeddings (jina-clip-v2 style).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="parameters and FLOPs of a model config")
+    info.add_argument("config", help="model YAML, e.g. configs/model/jina-clip-v2.yaml")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as error:
+        print(f"mmclip: config error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""mmclip's models: torch and transformers only (xformers / flash_attn optional).
+
+This package is copied verbatim into exported checkpoints as their remote code.
+"""
+
+from .clip import CLIPOutput, MMCLIP
+from .configuration import CLIPConfig, TextConfig, VisionConfig
+from .eva import EvaVisionTower
+from .xlm_roberta import XLMRobertaTextTower
+
+__all__ = [
+    "CLIPConfig",
+    "CLIPOutput",
+    "EvaVisionTower",
+    "MMCLIP",
+    "TextConfig",
+    "VisionConfig",
+    "XLMRobertaTextTower",
+]

@@ -1,0 +1,58 @@
+"""Tokenizers: load an XLM-R tokenizer directory and check it fits the text tower, or train a
+small one in the same format for tiny models (no tokenizer can be downloaded offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
+
+from .config import ConfigError
+from .models import TextConfig
+
+# XLM-R's special tokens and their ids; <mask> is the last id of the vocabulary.
+XLMR_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def load_tokenizer(path: str | Path, text_config: TextConfig | None = None) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer`` from a local directory, checked against the text tower it feeds."""
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if text_config is not None:
+        if len(tokenizer) > text_config.vocab_size:
+            raise ConfigError(
+                f"{path}: text.vocab_size: the tokenizer has {len(tokenizer)} tokens, "
+                f"the text tower only {text_config.vocab_size}"
+            )
+        if tokenizer.pad_token_id != text_config.pad_token_id:
+            raise ConfigError(
+                f"{path}: text.pad_token_id: the tokenizer pads with id {tokenizer.pad_token_id}, "
+                f"the config says {text_config.pad_token_id}"
+            )
+    return tokenizer
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | Path) -> XLMRobertaTokenizer:
+    """Train a SentencePiece-style Unigram model on ``texts`` and save it as an XLM-R tokenizer.
+
+    ``vocab_size`` is an upper bound: a small corpus yields fewer pieces.
+
+    Ids follow XLM-R (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` last), so the
+    saved directory loads with ``AutoTokenizer`` exactly as ``xlm-roberta-large``'s does.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    unigram = Tokenizer(models.Unigram())
+    unigram.normalizer = normalizers.NFKC()
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size - len(XLMR_SPECIALS) - 1, special_tokens=[], unk_token=None, shrinking_factor=0.75
+    )
+    unigram.train_from_iterator(texts, trainer=trainer)
+    trained = json.loads(unigram.to_str())["model"]["vocab"]
+    pieces = [(piece, score) for piece, score in trained if piece not in XLMR_SPECIALS]
+    vocab = [(token, 0.0) for token in XLMR_SPECIALS] + pieces + [("<mask>", 0.0)]
+    tokenizer = XLMRobertaTokenizer(vocab=vocab)
+    tokenizer.save_pretrained(str(output_dir))
+    return tokenizer
