@@ -1,0 +1,1 @@
+"""Training data: the shard format, streaming loaders, image transforms and tokenization."""
