@@ -259,3 +259,12 @@ def test_gradients_flow_with_activation_checkpointing(tiny_model):
     loss.backward()
     assert tiny_model.vision.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert tiny_model.text.layers[0].mixer.Wqkv.weight.grad.abs().sum() > 0
+
+
+def test_temperatures_are_clamped_as_open_clip_does(tiny_model):
+    with torch.no_grad():
+        tiny_model.logit_scale_image_text.fill_(7.0)
+        tiny_model.logit_scale_text_text.fill_(-1.0)
+    tiny_model.clamp_logit_scales()
+    assert tiny_model.logit_scale_image_text.item() == pytest.approx(math.log(100), abs=1e-4)
+    assert tiny_model.logit_scale_text_text.item() == 0.0

@@ -48,6 +48,12 @@ class MMCLIP(nn.Module):
         self.vision.set_grad_checkpointing(enable)
         self.text.set_grad_checkpointing(enable)
 
+    @torch.no_grad()
+    def clamp_logit_scales(self, max_logit_scale: float = 4.6052) -> None:
+        """Keep each temperature in [1/100, 1] after an optimizer step, as open_clip does (ln 100)."""
+        self.logit_scale_image_text.clamp_(0, max_logit_scale)
+        self.logit_scale_text_text.clamp_(0, max_logit_scale)
+
     def truncate(self, embeds: torch.Tensor, dim: int | None = None, normalize: bool = False) -> torch.Tensor:
         """The first ``dim`` Matryoshka dimensions (all when None), L2-normalised after truncation if asked."""
         if dim is not None:
