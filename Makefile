@@ -15,15 +15,21 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
+DEMO_DIR ?= runs/demo
+
 demo: $(STAMP)
 	$(BIN)/mmclip info configs/model/tiny.yaml
 	$(BIN)/mmclip info configs/model/jina-clip-v2.yaml
+	rm -rf $(DEMO_DIR)/data
+	$(BIN)/python -m data_pipelines synthetic --output $(DEMO_DIR)/data --size tiny
+	$(BIN)/python -m data_pipelines inspect $(DEMO_DIR)/data/train/*
 
 test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/forward_cpu.py
+	$(BIN)/python bench/forward_cpu.py --output bench/results/forward_cpu.json
+	$(BIN)/python bench/dataload.py --output bench/results/dataload.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

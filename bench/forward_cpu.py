@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 import timm
 import torch
 import transformers
+from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
@@ -211,11 +211,7 @@ def main() -> None:
         },
         "comparisons": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    emit(report, args.output)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from .config import ConfigError, load_config
 from .factory import create_model, load_model_config
-from .models import CLIPConfig, MMCLIP, TextConfig, VisionConfig
+from .models import MMCLIP, CLIPConfig, TextConfig, VisionConfig
 
 __version__ = "0.1.0"
 

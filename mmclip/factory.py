@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import torch
 
 from .config import ConfigError, load_config
-from .models import CLIPConfig, MMCLIP
+from .models import MMCLIP, CLIPConfig
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import CLIPConfig, MMCLIP, TextConfig, VisionConfig
+from .models import MMCLIP, CLIPConfig, TextConfig, VisionConfig
 
 TRAIN_FLOPS_PER_FORWARD = 3
 

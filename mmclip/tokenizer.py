@@ -41,10 +41,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | Pat
     Ids follow XLM-R (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` last), so the
     saved directory loads with ``AutoTokenizer`` exactly as ``xlm-roberta-large``'s does.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+    # No normalizer: XLMRobertaTokenizer rebuilds itself from the vocabulary on load and keeps only
+    # SentencePiece's precompiled charsmap, so any other normalization would differ at use.
     unigram = Tokenizer(models.Unigram())
-    unigram.normalizer = normalizers.NFKC()
     unigram.pre_tokenizer = pre_tokenizers.Metaspace()
     trainer = trainers.UnigramTrainer(
         vocab_size=vocab_size - len(XLMR_SPECIALS) - 1, special_tokens=[], unk_token=None, shrinking_factor=0.75

@@ -70,3 +70,14 @@ def test_manifest_of_another_version_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(ValueError, match="version 99"):
         read_shard_set(tmp_path)
+
+
+def test_a_failed_build_leaves_no_manifest(tmp_path):
+    with pytest.raises(RuntimeError):
+        with ShardSetWriter(tmp_path, "text_pair", max_samples=1) as writer:
+            writer.write(RECORDS[1])
+            writer.write(RECORDS[1])
+            raise RuntimeError("source went away")
+    assert not (tmp_path / "manifest.json").exists()
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        read_shard_set(tmp_path)

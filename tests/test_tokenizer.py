@@ -6,15 +6,9 @@ import torch
 from mmclip import ConfigError
 from mmclip.tokenizer import load_tokenizer, train_tokenizer
 
-CORPUS = [
-    "a small red cube to the left of two blue balls",
-    "ein kleiner roter Würfel links von zwei blauen Kugeln",
-    "un petit cube rouge à gauche de deux boules bleues",
-    "一个小红色立方体在两个蓝色球的左边",
-    "маленький красный куб слева от двух синих шаров",
-    "दो नीली गेंदों के बाईं ओर एक छोटा लाल घन",
-    "مكعب أحمر صغير على يسار كرتين زرقاوين",
-] * 20
+from .conftest import MULTILINGUAL_SENTENCES
+
+CORPUS = MULTILINGUAL_SENTENCES * 20
 
 
 @pytest.fixture(scope="module")

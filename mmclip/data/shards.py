@@ -46,14 +46,22 @@ class WriteSummary:
 class ShardSetWriter:
     """Write records of one kind into size-bounded shards, then the manifest."""
 
-    def __init__(self, output_dir: str | Path, kind: str, max_samples: int = 10000, max_bytes: int = 1 << 30):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        kind: str,
+        max_samples: int = 10000,
+        max_bytes: int = 1 << 30,
+        mtime: float | None = None,
+    ):
+        """``mtime`` fixes the tar members' modification time (default: now), for byte-identical shards."""
         if kind not in KINDS:
             raise ValueError(f"unknown sample kind {kind!r}; expected one of {KINDS}")
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if (self.output_dir / MANIFEST).exists() or any(self.output_dir.glob("*.tar")):
             raise FileExistsError(f"{self.output_dir} already holds shards; write a new shard set elsewhere")
-        self.kind, self.max_samples, self.max_bytes = kind, max_samples, max_bytes
+        self.kind, self.max_samples, self.max_bytes, self.mtime = kind, max_samples, max_bytes, mtime
         self.summary = WriteSummary(kind)
         self.counts: dict[str, int] = {}
         self._skipped_log = open(self.output_dir / SKIPPED, "w", encoding="utf-8")
@@ -95,14 +103,19 @@ class ShardSetWriter:
     def __enter__(self) -> ShardSetWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # no manifest: a failed build must not look finished
+            if self._tar is not None:
+                self._tar.close()
+            self._skipped_log.close()
 
     def _next_shard(self) -> None:
         self._finish_shard()
         name = shard_name(self.kind, len(self.counts))
         self._tar_name = name
-        self._tar = wds.TarWriter(str(self.output_dir / (name + ".tmp")))
+        self._tar = wds.TarWriter(str(self.output_dir / (name + ".tmp")), mtime=self.mtime)
         self._tar_samples = self._tar_bytes = 0
 
     def _finish_shard(self) -> None:

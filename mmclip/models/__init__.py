@@ -3,7 +3,7 @@
 This package is copied verbatim into exported checkpoints as their remote code.
 """
 
-from .clip import CLIPOutput, MMCLIP
+from .clip import MMCLIP, CLIPOutput
 from .configuration import CLIPConfig, TextConfig, VisionConfig
 from .eva import EvaVisionTower
 from .xlm_roberta import XLMRobertaTextTower

@@ -135,6 +135,13 @@ class EvaVisionTower(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer groups for layer-wise LR decay, in timm's convention (``param_groups_layer_decay``)."""
+        return {
+            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "blocks": r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
+
     @torch.no_grad()
     def set_image_size(self, image_size: int) -> None:
         """Move the tower to a new resolution (224 -> 384 -> 512).

@@ -116,6 +116,14 @@ class XLMRobertaTextTower(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
+    def no_weight_decay(self) -> set[str]:
+        return {"embeddings.word_embeddings.weight", "embeddings.token_type_embeddings.weight",
+                "embeddings.position_embeddings.weight"}
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer groups for layer-wise LR decay, in timm's convention (``param_groups_layer_decay``)."""
+        return {"stem": r"^embeddings|^emb_ln", "blocks": r"^layers\.(\d+)" if coarse else [(r"^layers\.(\d+)", None)]}
+
     def _position_ids(self, mask: torch.Tensor) -> torch.Tensor:
         """RoPE: 0-based index among real tokens. Absolute: XLM-R's ids, offset past the pad id."""
         count = mask.cumsum(dim=1)

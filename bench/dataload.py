@@ -1,0 +1,248 @@
+"""Training data-loading throughput on CPU: mmclip's loader against a plain webdataset pipeline.
+
+Both sides read the same image-text shards of photo-sized JPEGs (1024x768, quality 90, generated
+at start: colour fields, shapes, texture and noise, about 200 KB each), and produce, per batch, the
+training crop at ``size`` and the tokenized captions, with the same worker count and batch size:
+
+* baseline: ``wds.WebDataset`` (split by worker) -> raw-sample shuffle -> ``decode("pilrgb")`` ->
+  torchvision ``RandomResizedCrop(size, scale=(0.9, 1), bicubic)`` + ``ToTensor`` + ``Normalize``,
+  the caption tokenized per sample (padded to the context length, as open_clip) -> ``batched``;
+* ours: :class:`mmclip.data.MultiStreamLoader` with one image-text stream (reduced-scale JPEG
+  decode, torch's uint8 antialiased bicubic on the crop, batch tokenization) and ``uint8`` pixels,
+  normalised on the device in training; and again with ``pixel_dtype: float32``, normalised in
+  the workers: the baseline's output.
+
+Each run consumes ``--samples`` samples; the clock starts at the first batch, so worker start-up
+is excluded but every shard read after it is not. Runs alternate between the loaders. One JSON
+object goes to stdout (and ``--output``); progress goes to stderr.
+
+    .venv/bin/python bench/dataload.py --output bench/results/dataload.json
+    .venv/bin/python bench/dataload.py --sizes 224 --workers 1 --samples 200   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+import webdataset as wds
+from PIL import Image, ImageDraw
+from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from torchvision import transforms as T
+
+from mmclip.data import DataConfig, MultiStreamLoader
+from mmclip.data.formats import ImageText
+from mmclip.data.shards import ShardSetWriter
+from mmclip.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, TRAIN_SCALE
+from mmclip.tokenizer import load_tokenizer, train_tokenizer
+
+CAPTIONS = [
+    "a red car parked next to a blue house",
+    "eine Katze schläft auf dem Sofa",
+    "un chien qui court sur la plage au coucher du soleil",
+    "дети играют в парке летом",
+    "一只小鸟站在树枝上",
+    "फूलों से भरा एक बगीचा",
+    "a bowl of fresh fruit on a wooden table",
+    "montañas nevadas bajo un cielo despejado",
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="224,384,512", help="comma-separated crop sizes")
+    parser.add_argument("--workers", default="1,2", help="comma-separated DataLoader worker counts")
+    parser.add_argument("--samples", type=int, default=1000, help="samples consumed per run")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--context-length", type=int, default=77)
+    parser.add_argument("--shuffle", type=int, default=200, help="shuffle block (ours) and buffer (baseline)")
+    parser.add_argument("--images", type=int, default=100, help="distinct JPEGs generated (cycled over samples)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per loader and setting (median reported)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.workers = [int(w) for w in args.workers.split(",") if w]
+    if min(args.workers) < 1:
+        parser.error("--workers: throughput per worker needs at least one worker")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def photo(rng: np.random.Generator, width: int = 1024, height: int = 768) -> bytes:
+    """A JPEG with photo-like statistics: smooth colour fields, hard-edged shapes, texture, noise."""
+    grid = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(5, 15))):
+        x, y, r = int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(20, 250))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x - r, y - r * 0.7, x + r, y + r * 0.7], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    texture = rng.integers(0, 256, (height // 4, width // 4), dtype=np.uint8)
+    texture = np.asarray(Image.fromarray(texture).resize((width, height), Image.Resampling.BILINEAR), np.float32)
+    pixels = np.asarray(image, np.float32) + (texture[..., None] - 128) * 0.25 + rng.normal(0, 4, (height, width, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def write_shards(directory: Path, samples: int, images: int, shards: int) -> float:
+    """The benchmark's shard set; returns the mean JPEG size in bytes."""
+    rng = np.random.default_rng(0)
+    jpegs = [photo(rng) for _ in range(images)]
+    with ShardSetWriter(directory, "image_text", max_samples=-(-samples // shards)) as writer:
+        for i in range(samples):
+            caption = f"{CAPTIONS[i % len(CAPTIONS)]} ({i})"
+            writer.write(ImageText(f"sample{i:06d}", jpegs[i % images], "jpg", caption, width=1024, height=768))
+    return float(np.mean([len(j) for j in jpegs]))
+
+
+class Tokenize:
+    """Per-sample tokenization padded to the context length, as open_clip's HFTokenizer (picklable)."""
+
+    def __init__(self, tokenizer, context_length: int):
+        self.tokenizer, self.context_length = tokenizer, context_length
+
+    def __call__(self, text: str) -> torch.Tensor:
+        return self.tokenizer(
+            text, max_length=self.context_length, truncation=True, padding="max_length", return_tensors="pt"
+        )["input_ids"][0]
+
+
+def baseline_batches(shards: list[str], size: int, args, tokenizer) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    preprocess = T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=TRAIN_SCALE, interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
+        ]
+    )
+    pipeline = (
+        wds.WebDataset(shards, shardshuffle=False, workersplitter=wds.split_by_worker)
+        .shuffle(args.shuffle)
+        .decode("pilrgb")
+        .to_tuple("jpg", "txt")
+        .map_tuple(preprocess, Tokenize(tokenizer, args.context_length))
+        .batched(args.batch_size, partial=False)
+    )
+    return iter(wds.WebLoader(pipeline, batch_size=None, num_workers=args.num_workers, prefetch_factor=2))
+
+
+def our_batches(directory: Path, size: int, args, tokenizer, pixel_dtype: str) -> Iterator[tuple]:
+    config = DataConfig(
+        streams={"image_text": {"kind": "image_text", "shards": [str(directory)], "batch_size": args.batch_size}},
+        image_size=size,
+        context_length=args.context_length,
+        num_workers=args.num_workers,
+        shuffle_block=args.shuffle,
+        pixel_dtype=pixel_dtype,
+    )
+    for step in MultiStreamLoader(config, tokenizer, pin_memory=False):
+        batch = step["image_text"]
+        yield batch["pixel_values"], batch["input_ids"]
+
+
+def time_run(batches: Iterator[tuple], samples: int) -> tuple[float, tuple]:
+    """Samples per second after the first batch (worker start-up excluded), and the first batch's shapes."""
+    first = next(batches)
+    start, seen = time.perf_counter(), 0
+    while seen < samples:
+        pixels, _ = next(batches)
+        seen += len(pixels)
+    elapsed = time.perf_counter() - start
+    del batches  # shuts the workers down before the next run
+    return seen / elapsed, (tuple(first[0].shape), str(first[0].dtype))
+
+
+def main() -> None:
+    args = parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # Enough samples that no worker runs out in a single pass (the baseline stops after one).
+        total = args.samples * (args.repeats + 1) + args.batch_size * max(args.workers) * 2
+        shards = 4 * max(args.workers)
+        log(f"writing {total} samples into {shards} shards ({args.images} distinct 1024x768 JPEGs)")
+        jpeg_bytes = write_shards(tmp / "shards", total, args.images, shards)
+        train_tokenizer(CAPTIONS * 8, 400, tmp / "tokenizer")
+        tokenizer = load_tokenizer(tmp / "tokenizer")
+        shard_paths = sorted(str(p) for p in (tmp / "shards").glob("*.tar"))
+
+        loaders = {
+            "baseline": lambda size: baseline_batches(shard_paths, size, args, tokenizer),
+            "ours": lambda size: our_batches(tmp / "shards", size, args, tokenizer, "uint8"),
+            "ours_float32": lambda size: our_batches(tmp / "shards", size, args, tokenizer, "float32"),
+        }
+        results = []
+        for num_workers in args.workers:
+            args.num_workers = num_workers
+            for size in args.sizes:
+                rates: dict[str, list[float]] = {name: [] for name in loaders}
+                shapes = {}
+                for _ in range(args.repeats):
+                    for name, make in loaders.items():
+                        rate, shapes[name] = time_run(make(size), args.samples)
+                        rates[name].append(rate)
+                        log(f"[{size}px, {num_workers} workers] {name}: {rate:.1f} samples/s")
+                median = {name: statistics.median(r) for name, r in rates.items()}
+                results.append(
+                    {
+                        "size": size,
+                        "num_workers": num_workers,
+                        **{f"{name}_samples_per_s": median[name] for name in loaders},
+                        **{f"{name}_samples_per_s_per_worker": median[name] / num_workers for name in loaders},
+                        "ratio": median["ours"] / median["baseline"],
+                        "ratio_float32": median["ours_float32"] / median["baseline"],
+                        "pixel_values": shapes,
+                        "runs": rates,
+                    }
+                )
+
+    report = {
+        "benchmark": "dataload",
+        "samples_per_run": args.samples,
+        "batch_size": args.batch_size,
+        "context_length": args.context_length,
+        "shuffle": args.shuffle,
+        "source_images": {"width": 1024, "height": 768, "jpeg_quality": 90, "mean_bytes": round(jpeg_bytes)},
+        "device": {
+            "cpu_model": cpu_model(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            # 1-minute load average before and after: other processes on a shared machine show up here.
+            "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "pillow": PIL.__version__,
+            "webdataset": importlib.metadata.version("webdataset"),
+        },
+        "results": results,
+    }
+    emit(report, args.output)
+
+
+if __name__ == "__main__":
+    main()
