@@ -1,0 +1,126 @@
+"""The config of one training stage: typed dataclasses read by ``mmclip.config.load_config``.
+
+A stage YAML names the model config, the data streams (one per kind, each with its GLOBAL batch
+size), the optimizer (per-tower peak LR and layer-wise decay), the loss weights, the resolution
+schedule and the engine settings. Which loss of equation 3 a stage optimises follows from its
+streams: a ``text_pair`` stream gives L_nce(txt;p), a ``text_triplet`` stream L_nce+(txt;t), an
+``image_text`` stream L_nce(mm); they are summed with ``loss.weights``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.config import DataConfig
+
+PRECISIONS = ("bf16", "fp32")
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{key}: {message}")
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with per-tower peak LR and layer-wise LR decay; linear warm-up, then cosine decay."""
+
+    lr_vision: float = 2e-4
+    lr_text: float = 1e-4
+    lr_logit_scale: float | None = None  # None: lr_vision
+    layer_decay_vision: float = 1.0  # LR of layer i is lr * decay ** (num_layers - i)
+    layer_decay_text: float = 1.0
+    weight_decay: float = 0.02  # not on norms, biases, embeddings, position embeddings, temperatures
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.0  # the cosine ends at peak * min_lr_ratio
+    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
+
+    def __post_init__(self) -> None:
+        for name in ("lr_vision", "lr_text"):
+            _require(getattr(self, name) > 0, name, "must be positive")
+        for name in ("layer_decay_vision", "layer_decay_text"):
+            _require(0 < getattr(self, name) <= 1, name, "must be in (0, 1]")
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two values in [0, 1)")
+        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+
+
+@dataclass
+class LossConfig:
+    matryoshka_dims: list[int] | None = None  # None: the model's matryoshka_dims
+    matryoshka_weights: list[float] | None = None  # None: 1 for every dim
+    weights: dict[str, float] = field(default_factory=dict)  # stream name -> weight (default 1)
+
+
+@dataclass
+class ResolutionPhase:
+    """From ``step`` on, train at ``image_size`` (stage 1 ends at 384 px as a warm-up for stage 2)."""
+
+    step: int
+    image_size: int
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 1000
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.every_steps > 0, "every_steps", "must be positive")
+        _require(self.keep_last > 0, "keep_last", "must be positive")
+
+
+@dataclass
+class LoggingConfig:
+    every_steps: int = 10
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.every_steps > 0, "every_steps", "must be positive")
+
+
+@dataclass
+class TrainConfig:
+    model: str  # a model YAML (configs/model/...)
+    steps: int
+    data: DataConfig  # stream batch sizes are GLOBAL: divided by the world size per rank
+    model_overrides: list[str] = field(default_factory=list)  # --set style, applied to the model YAML
+    init_from: str | None = None  # a previous stage's checkpoint: model weights only, resized as needed
+    world_size: int | None = None  # the process count the recipe assumes (Table 6: 8); None: any
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
+    patch_dropout: float | None = None  # None: the model config's
+    gradient_checkpointing: bool = False
+    precision: str = "bf16"  # fp32 on CPU
+    zero_stage: int = 1
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed config keys, merged last
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.steps > 0, "steps", "must be positive")
+        _require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+        _require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")
+        _require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")
+        _require(self.world_size is None or self.world_size > 0, "world_size", "must be positive")
+        steps = [phase.step for phase in self.resolution_schedule]
+        _require(steps == sorted(steps) and len(set(steps)) == len(steps), "resolution_schedule", "steps must increase")
+        for name in self.loss.weights:
+            _require(name in self.data.streams, f"loss.weights.{name}", f"no such stream; streams are {list(self.data.streams)}")
+        if self.world_size is not None:
+            self.check_world_size(self.world_size)
+
+    def check_world_size(self, world_size: int) -> None:
+        """Every global batch must split evenly over the ranks (named by key)."""
+        for name, stream in self.data.streams.items():
+            _require(
+                stream.batch_size % world_size == 0,
+                f"data.streams.{name}.batch_size",
+                f"global batch {stream.batch_size} is not divisible by the world size {world_size}",
+            )
