@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from . import demo
 from .config import ConfigError
 
 
@@ -19,6 +20,15 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2) if args.json else format_info(info, args.config))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .train import train
+
+    output = args.output or str(Path("runs") / Path(args.config).stem)
+    train(args.config, output, args.set, args.resume)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmclip", description="Multilingual multimodal embeddings (jina-clip-v2 style).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     info.set_defaults(run=_info)
+
+    train = commands.add_parser("train", help="train one stage (launch with torchrun or srun for several processes)")
+    train.add_argument("config", help="stage YAML (a mmclip.train.TrainConfig)")
+    train.add_argument("--output", help="run directory (default: runs/<config name>)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    train.add_argument("--resume", metavar="auto|PATH", help="auto: the newest complete checkpoint in --output")
+    train.set_defaults(run=_train)
+
+    demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
     return parser
 
 
@@ -35,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except ConfigError as error:
         print(f"mmclip: config error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaTokenizer
+from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase, XLMRobertaTokenizer
 
 from .config import ConfigError
 from .models import TextConfig
@@ -31,6 +31,19 @@ def load_tokenizer(path: str | Path, text_config: TextConfig | None = None) -> P
                 f"the config says {text_config.pad_token_id}"
             )
     return tokenizer
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], context_length: int) -> BatchEncoding:
+    """``input_ids`` / ``attention_mask`` tensors, truncated to ``context_length`` and padded only
+    to the batch's longest text, so short captions do not pay for a long stage's context."""
+    return tokenizer(
+        texts,
+        max_length=context_length,
+        truncation=True,
+        padding="longest",
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | Path) -> XLMRobertaTokenizer:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .formats import BadSample, ImageText, Record, TextTriplet
+from ..tokenizer import tokenize
 from .transforms import ImageTransform, normalize
 
 if TYPE_CHECKING:
@@ -76,12 +77,5 @@ class BatchBuilder:
         return batch
 
     def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = self.tokenizer(
-            texts,
-            max_length=self.context_length,
-            truncation=True,
-            padding="longest",
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
+        encoded = tokenize(self.tokenizer, texts, self.context_length)
         return encoded["input_ids"], encoded["attention_mask"]

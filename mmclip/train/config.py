@@ -78,6 +78,7 @@ class CheckpointConfig:
 class LoggingConfig:
     every_steps: int = 10
     tensorboard: bool = True
+    sample_keys: bool = False  # OUTPUT/keys/rank_*.jsonl: every step's sample keys (checks data order)
 
     def __post_init__(self) -> None:
         _require(self.every_steps > 0, "every_steps", "must be positive")

@@ -1,0 +1,173 @@
+"""Step checkpoints that a killed run can always resume from.
+
+Layout of ``OUTPUT/checkpoints/step_000123/``::
+
+    deepspeed/            engine.save_checkpoint: module, optimizer (ZeRO partitions), schedule
+    rank_000.json ...     per rank: loader state and RNG states
+    trainer_state.json    step, samples seen per stream, image size, config hash
+    model.safetensors     the full fp32 MMCLIP state dict, readable without DeepSpeed
+    model.yaml            its model config (at the checkpoint's image size)
+
+Everything is written into ``step_000123.tmp/``; after a barrier rank 0 renames it (atomic) and
+replaces ``latest``, so a directory without ``.tmp`` is complete. Older ones beyond ``keep_last``
+are deleted only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from ..models import MMCLIP
+from .distributed import DistEnv, barrier
+
+logger = logging.getLogger(__name__)
+
+STEP_DIR = re.compile(r"^step_(\d+)$")
+DEEPSPEED_TAG = "deepspeed"
+STATE_FILE = "trainer_state.json"
+WEIGHTS_FILE = "model.safetensors"
+LOGIT_SCALES = ("logit_scale_image_text", "logit_scale_text_text")  # trained as [1], exported 0-d as in MMCLIP
+
+
+def checkpoint_dir(output: Path, step: int) -> Path:
+    return output / "checkpoints" / f"step_{step:06d}"
+
+
+def find_latest(directory: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``directory`` (a run dir or its ``checkpoints/``), if any."""
+    directory = Path(directory)
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    if not directory.is_dir():
+        return None
+    complete = [
+        (int(match.group(1)), path)
+        for path in directory.iterdir()
+        if (match := STEP_DIR.match(path.name)) and (path / STATE_FILE).is_file()
+    ]
+    return max(complete)[1] if complete else None
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state().tolist(), "python": _to_json(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state().tolist()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    random.setstate(_to_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
+
+
+def _to_json(value: Any) -> Any:
+    return [_to_json(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def model_config_dict(model: MMCLIP) -> dict[str, Any]:
+    """The model config as a YAML-able dict of init fields only (derived properties left out)."""
+
+    def init_fields(node: Any) -> Any:
+        if dataclasses.is_dataclass(node):
+            return {f.name: init_fields(getattr(node, f.name)) for f in dataclasses.fields(node) if f.init}
+        return node
+
+    return init_fields(model.config)
+
+
+def _full_fp32_state_dict(engine, tmp: Path) -> dict[str, torch.Tensor]:
+    """fp32 weights: the module's own where they are complete and fp32, else the ZeRO fp32 masters."""
+    if engine.zero_optimization_stage() < 3 and not engine.bfloat16_enabled():
+        weights = engine.module.state_dict()
+    else:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
+    return {k: v.reshape(()) if k in LOGIT_SCALES else v for k, v in weights.items()}
+
+
+def save_checkpoint(
+    engine, output: Path, env: DistEnv, state: dict[str, Any], loader_state: dict[str, Any], keep_last: int
+) -> Path:
+    """Write the checkpoint of ``state["step"]`` (collective: every rank calls it)."""
+    final = checkpoint_dir(output, state["step"])
+    tmp = final.with_name(final.name + ".tmp")
+    if env.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+        tmp.mkdir(parents=True)
+    barrier()
+    engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
+    (tmp / f"rank_{env.rank:03d}.json").write_text(json.dumps({"loader": loader_state, "rng": _rng_state()}))
+    barrier()
+    if env.is_main:
+        save_file(_full_fp32_state_dict(engine, tmp), str(tmp / WEIGHTS_FILE))
+        (tmp / "model.yaml").write_text(yaml.safe_dump(model_config_dict(engine.module), sort_keys=False))
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the content complete
+        if final.exists():  # the same step saved again (a resolution switch after resume)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        latest = final.parent / "latest"
+        (final.parent / "latest.tmp").write_text(final.name + "\n")
+        os.replace(final.parent / "latest.tmp", latest)
+        _prune(final.parent, keep_last)
+        logger.info("saved checkpoint %s", final)
+    barrier()
+    return final
+
+
+def _prune(directory: Path, keep_last: int) -> None:
+    steps = sorted(
+        (int(match.group(1)), path) for path in directory.iterdir() if (match := STEP_DIR.match(path.name))
+    )
+    for _, path in steps[:-keep_last]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(engine, path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore engine (module, optimizer, schedule) and RNG; return the trainer state and this rank's loader state."""
+    rank_file = path / f"rank_{env.rank:03d}.json"
+    if not rank_file.is_file():
+        raise FileNotFoundError(f"{path}: no state for rank {env.rank}; resume with the world size it was saved with")
+    load_path, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)
+    if load_path is None:
+        raise RuntimeError(f"{path}: DeepSpeed could not load its checkpoint")
+    rank_state = json.loads(rank_file.read_text())
+    _set_rng_state(rank_state["rng"])
+    return read_state(path), rank_state["loader"]
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def load_model_weights(model: MMCLIP, path: Path) -> None:
+    """Load ``model.safetensors`` of a checkpoint into ``model``, first matching its vision grid.
+
+    The tower is moved to the checkpoint's resolution so the position embedding loads as trained;
+    the caller then resizes it to the stage's own.
+    """
+    weights = load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))
+    grid = round((weights["vision.pos_embed"].shape[1] - 1) ** 0.5)
+    saved_size = grid * model.vision.config.patch_size
+    if saved_size != model.vision.config.image_size:
+        model.vision.set_image_size(saved_size)
+    model.load_state_dict(weights)

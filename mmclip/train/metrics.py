@@ -1,0 +1,85 @@
+"""Rank 0's training log: ``log.jsonl`` (one JSON object per logged step) and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.config import DataConfig
+from ..info import TRAIN_FLOPS_PER_FORWARD, text_forward_flops, vision_forward_flops
+from ..models import CLIPConfig
+
+# Dense bf16 peak FLOP/s by device-name substring (no sparsity); MFU is None elsewhere (CPU).
+PEAK_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362.05e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def step_flops(model_config: CLIPConfig, data: DataConfig, batches: dict[str, dict], image_size: int) -> float:
+    """Analytic training FLOPs of one step on this rank (texts at their padded length: the work done)."""
+    vision, text = model_config.vision, model_config.text
+    total = 0.0
+    for name, batch in batches.items():
+        kind = data.streams[name].kind
+        if kind == "image_text":
+            batch_size = batch["input_ids"].shape[0]
+            total += batch_size * vision_forward_flops(vision, image_size, vision.patch_dropout)
+            total += batch_size * text_forward_flops(text, batch["input_ids"].shape[1])
+        else:
+            for ids in ("query_ids", "positive_ids", "negative_ids"):
+                if ids in batch:
+                    shape = batch[ids].shape
+                    total += shape[:-1].numel() * text_forward_flops(text, shape[-1])
+    return TRAIN_FLOPS_PER_FORWARD * total
+
+
+class MetricsLog:
+    """Appends one record per logged step; a resumed run first drops the records past its checkpoint."""
+
+    def __init__(self, output: Path, tensorboard: bool, resume_step: int | None = None):
+        self.path = output / "log.jsonl"
+        if resume_step is not None:
+            truncate_jsonl(self.path, resume_step)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(output / "tensorboard"), purge_step=resume_step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in _flatten(record).items():
+                if key != "step" and isinstance(value, (int, float)) and value is not None:
+                    self.writer.add_scalar(key, value, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Keep only the records up to ``step`` (a killed run logged steps its checkpoint did not keep)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[prefix + key] = value
+    return flat

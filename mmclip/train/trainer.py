@@ -1,0 +1,322 @@
+"""``train``: one stage of the recipe, from a TrainConfig to checkpoints and a log.
+
+The loop, per step: one batch per stream, embeddings, InfoNCE per stream with its task's
+temperature, the weighted sum, backward and step through the DeepSpeed engine, then the
+temperatures clamped. Everything that can be wrong with a config is checked before any work.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from ..config import ConfigError, load_config
+from ..data import MultiStreamLoader, normalize
+from ..factory import create_model, load_model_config
+from ..losses import InfoNCELoss
+from ..models import MMCLIP, CLIPConfig
+from ..tokenizer import load_tokenizer
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import DistEnv, distributed_session, world_info
+from .metrics import MetricsLog, peak_flops, step_flops, truncate_jsonl
+from .optim import build_optimizer, lr_per_tower
+
+logger = logging.getLogger(__name__)
+
+
+def load_train_config(path: str | Path, overrides: list[str], world_size: int) -> tuple[TrainConfig, CLIPConfig]:
+    """The stage config and its model config, with every cross-check that needs both (keys named)."""
+    config = load_config(TrainConfig, path, overrides)
+    try:
+        config.check_world_size(world_size)
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    model_config = load_model_config(config.model, config.model_overrides)
+    patch = model_config.vision.patch_size
+    sizes = [("data.image_size", config.data.image_size)]
+    sizes += [(f"resolution_schedule[{i}].image_size", p.image_size) for i, p in enumerate(config.resolution_schedule)]
+    for key, size in sizes:
+        if size < patch:
+            raise ConfigError(f"{path}: {key}: image size {size} is below the patch size {patch}")
+    for i, phase in enumerate(config.resolution_schedule):
+        if not 0 <= phase.step < config.steps:
+            raise ConfigError(f"{path}: resolution_schedule[{i}].step: {phase.step} is outside [0, steps={config.steps})")
+    if model_config.text.tokenizer is None:
+        raise ConfigError(f"{path}: model_overrides: the model config names no text.tokenizer, which training needs")
+    if config.init_from is not None and not Path(config.init_from).exists():
+        raise ConfigError(f"{path}: init_from: no such file or directory: {config.init_from}")
+    return config, model_config
+
+
+def image_size_at(config: TrainConfig, step: int) -> int:
+    """The resolution of ``step``: the last schedule phase started by then, else ``data.image_size``."""
+    size = config.data.image_size
+    for phase in config.resolution_schedule:
+        if phase.step <= step:
+            size = phase.image_size
+    return size
+
+
+def build_model(config: TrainConfig, image_size: int, weights: Path | None) -> MMCLIP:
+    with torch.random.fork_rng(devices=[]):  # the same initial weights on every rank, RNG untouched
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, overrides=config.model_overrides)
+    if weights is not None:
+        ckpt.load_model_weights(model, weights)
+    if model.vision.config.image_size != image_size:
+        model.vision.set_image_size(image_size)
+    if config.patch_dropout is not None:
+        model.vision.config.patch_dropout = config.patch_dropout
+    model.set_grad_checkpointing(config.gradient_checkpointing)
+    # DeepSpeed's parameter broadcast views every tensor as bytes, which fails on 0-d ones (as
+    # FSDP2 does in open_clip): train the temperatures as [1]; checkpoints export them 0-d again.
+    for name in ckpt.LOGIT_SCALES:
+        setattr(model, name, torch.nn.Parameter(getattr(model, name).detach().reshape(1)))
+    return model
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def build_engine(config: TrainConfig, model: MMCLIP, device: torch.device, start_step: int):
+    """The DeepSpeed engine around ``model``, its AdamW and schedule positioned at ``start_step``."""
+    import deepspeed
+
+    optimizer, schedule = build_optimizer(model, config.optimizer, config.steps, start_step)
+    ds_config = {
+        "train_micro_batch_size_per_gpu": 1,  # we batch and compute the loss ourselves
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": config.optimizer.grad_clip,
+        "zero_optimization": {"stage": config.zero_stage},
+        "bf16": {"enabled": config.precision == "bf16" and device.type == "cuda"},
+        "steps_per_print": 2**31 - 1,  # our own log
+    }
+    engine, _, _, _ = deepspeed.initialize(
+        model=model.to(device), optimizer=optimizer, lr_scheduler=schedule,
+        config=_deep_merge(ds_config, config.deepspeed),
+    )
+    return engine, optimizer
+
+
+def stream_loss(engine, kind: str, batch: dict[str, Any], loss_fn: InfoNCELoss, device, dtype) -> dict[str, torch.Tensor]:
+    """InfoNCE of one stream: images vs captions, or queries vs positives (and hard negatives)."""
+    model: MMCLIP = engine.module
+    batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if kind == "image_text":
+        out = engine(pixel_values=normalize(batch["pixel_values"], dtype), input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"])
+        return loss_fn(out.image_embeds.float(), out.text_embeds.float(), model.logit_scale_image_text)
+    query = engine(input_ids=batch["query_ids"], attention_mask=batch["query_mask"]).text_embeds
+    positive = engine(input_ids=batch["positive_ids"], attention_mask=batch["positive_mask"]).text_embeds
+    negatives = None
+    if "negative_ids" in batch:
+        ids, mask = batch["negative_ids"], batch["negative_mask"]
+        flat = engine(input_ids=ids.flatten(0, 1), attention_mask=mask.flatten(0, 1)).text_embeds
+        negatives = flat.view(*ids.shape[:2], -1).float()
+    return loss_fn(query.float(), positive.float(), model.logit_scale_text_text, negatives)
+
+
+def _per_rank_config(config: TrainConfig, world_size: int, image_size: int):
+    data = copy.deepcopy(config.data)
+    data.image_size = image_size
+    for stream in data.streams.values():
+        stream.batch_size //= world_size
+    return data
+
+
+def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return dict(zip(values, (tensor / dist.get_world_size()).tolist()))
+
+
+def _summed_over_ranks(skipped: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return skipped
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, skipped)
+    total: dict[str, dict[str, int]] = {}
+    for rank_skipped in gathered:
+        for name, reasons in rank_skipped.items():
+            for reason, count in reasons.items():
+                total.setdefault(name, {})[reason] = total.setdefault(name, {}).get(reason, 0) + count
+    return total
+
+
+def _resolve_resume(resume: str | None, output: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = ckpt.find_latest(output)
+        logger.info("resume auto: %s", path or "no complete checkpoint yet, starting fresh")
+        return path
+    path = Path(resume)
+    if not (path / ckpt.STATE_FILE).is_file():
+        path = ckpt.find_latest(path)
+        if path is None:
+            raise ConfigError(f"--resume: {resume} is not a complete checkpoint")
+    return path
+
+
+def train(config_path: str | Path, output: str | Path, overrides: list[str] = (), resume: str | None = None) -> Path:
+    env = world_info()
+    config, _ = load_train_config(config_path, list(overrides), env.world_size)
+    output = Path(output)
+    init_from = None
+    if config.init_from is not None:
+        init_from = Path(config.init_from)
+        if not (init_from.is_file() or (init_from / ckpt.WEIGHTS_FILE).is_file()):
+            init_from = ckpt.find_latest(init_from)
+            if init_from is None:
+                raise ConfigError(f"{config_path}: init_from: no complete checkpoint in {config.init_from}")
+    resume_path = _resolve_resume(resume, output)
+    with distributed_session(env) as device:
+        return _run(config, env, device, output, init_from, resume_path)
+
+
+def _run(
+    config: TrainConfig, env: DistEnv, device: torch.device, output: Path, init_from: Path | None, resume_path: Path | None
+) -> Path:
+    resolved = yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+    config_hash = hashlib.sha256(resolved.encode()).hexdigest()[:16]
+    if env.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text(resolved)
+
+    # The model is built at the resolution its weights have: the checkpoint's when resuming.
+    state = {"step": 0, "samples": {name: 0 for name in config.data.streams}, "image_size": image_size_at(config, 0)}
+    if resume_path is not None:
+        state = ckpt.read_state(resume_path)
+        if state.get("config_hash") != config_hash:
+            logger.warning("resuming %s with a changed config", resume_path)
+    model = build_model(config, state["image_size"], init_from)
+    engine, optimizer = build_engine(config, model, device, state["step"])
+    tokenizer = load_tokenizer(model.config.text.tokenizer, model.config.text)
+
+    def make_loader(image_size: int) -> MultiStreamLoader:
+        data = _per_rank_config(config, env.world_size, image_size)
+        return MultiStreamLoader(data, tokenizer, rank=env.rank, world_size=env.world_size)
+
+    loader = make_loader(state["image_size"])
+    keys_path = output / "keys" / f"rank_{env.rank:03d}.jsonl" if config.logging.sample_keys else None
+    if resume_path is not None:
+        state, loader_state = ckpt.load_checkpoint(engine, resume_path, env)
+        loader.load_state_dict(loader_state)
+        logger.info("resumed from %s at step %d", resume_path, state["step"])
+        if keys_path is not None:
+            truncate_jsonl(keys_path, state["step"])
+    else:
+        torch.manual_seed(config.seed + env.rank)  # per-rank dropout / patch-dropout draws
+    if keys_path is not None:
+        keys_path.parent.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(output, config.logging.tensorboard, state["step"] if resume_path else None) if env.is_main else None
+
+    dims = config.loss.matryoshka_dims or model.config.matryoshka_dims
+    loss_fn = InfoNCELoss(dims, config.loss.matryoshka_weights)
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+    kinds = {name: stream.kind for name, stream in config.data.streams.items()}
+    peak = peak_flops(device)
+    progress = None
+    if env.is_main and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=config.steps, initial=state["step"], dynamic_ncols=True)
+
+    def save() -> None:
+        state["config_hash"] = config_hash
+        ckpt.save_checkpoint(engine, output, env, state, loader.state_dict(), config.checkpoint.keep_last)
+
+    batches_iter = iter(loader)
+    window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
+    while state["step"] < config.steps:
+        step = state["step"]
+        if image_size_at(config, step) != state["image_size"]:
+            # A new resolution changes the position-embedding shape, so the engine is rebuilt from
+            # this step's fp32 weights (Adam moments restart, the schedule continues).
+            new_size = image_size_at(config, step)
+            path = ckpt.checkpoint_dir(output, step)
+            if not (path / ckpt.STATE_FILE).is_file():
+                save()
+            logger.info("step %d: resolution %d -> %d px", step, state["image_size"], new_size)
+            del engine, optimizer, model
+            gc.collect()
+            model = build_model(config, new_size, path)
+            engine, optimizer = build_engine(config, model, device, step)
+            state["image_size"] = new_size
+            data_state = loader.state_dict()
+            loader = make_loader(new_size)
+            loader.load_state_dict(data_state)
+            batches_iter = iter(loader)
+
+        batches = next(batches_iter)
+        losses = {name: stream_loss(engine, kinds[name], batch, loss_fn, device, dtype) for name, batch in batches.items()}
+        total = sum(config.loss.weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
+        engine.backward(total)
+        engine.step()
+        engine.module.clamp_logit_scales()
+
+        state["step"] = step = step + 1
+        local = {name: len(batch["keys"]) for name, batch in batches.items()}
+        for name, count in local.items():
+            state["samples"][name] += count * env.world_size
+        window_samples += sum(local.values())
+        window_flops += step_flops(engine.module.config, config.data, batches, state["image_size"])
+        if keys_path is not None:
+            with keys_path.open("a") as f:
+                f.write(json.dumps({"step": step, **{name: b["keys"] for name, b in batches.items()}}) + "\n")
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{total.item():.4f}")
+
+        if step % config.logging.every_steps == 0 or step == config.steps:
+            scalars = {"loss": total.item()}
+            for name, out in losses.items():
+                scalars.update({f"loss/{name}" if key == "loss" else f"loss/{name}/{key}": v.item() for key, v in out.items()})
+            scalars = _mean_over_ranks(scalars)
+            skipped = _summed_over_ranks(loader.skipped)
+            elapsed = time.perf_counter() - window_start
+            if log is not None:
+                module = engine.module
+                log.log({
+                    "step": step,
+                    **scalars,
+                    "temperature": {
+                        "image_text": float(1 / module.logit_scale_image_text.detach().exp()),
+                        "text_text": float(1 / module.logit_scale_text_text.detach().exp()),
+                    },
+                    "lr": lr_per_tower(optimizer),
+                    "image_size": state["image_size"],
+                    "samples": dict(state["samples"]),
+                    "samples_per_s": window_samples / elapsed,  # per rank
+                    "mfu": window_flops / elapsed / peak if peak else None,
+                    "skipped": skipped,
+                })
+            window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
+
+        if step % config.checkpoint.every_steps == 0 or step == config.steps:
+            save()
+
+    if progress is not None:
+        progress.close()
+    if log is not None:
+        log.close()
+    return ckpt.checkpoint_dir(output, state["step"])

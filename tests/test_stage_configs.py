@@ -1,0 +1,65 @@
+"""The recipe's stage configs (Table 6 of the jina-clip-v2 paper) and the CPU demo's, as loaded."""
+
+import pytest
+
+from mmclip.config import load_config
+from mmclip.factory import load_model_config
+from mmclip.train.config import TrainConfig
+
+from .conftest import REPO
+
+# Table 6: per stage, (image-text batch, text batch, steps, LR image/text, layer decay image/text,
+# resolution, max sequence length); plus the text stream's kind and the caption shards.
+TABLE_6 = {
+    "stage1": (16384, 16384, 100_000, (2e-4, 1e-4), (1.0, 1.0), 224, 77, "text_pair"),
+    "stage2": (8192, 8192, 6_000, (5e-5, 5e-5), (0.98, 0.98), 384, 512, "text_pair"),
+    "stage3": (1024, 128, 16_000, (5e-6, 1e-4), (1.0, 1.0), 512, 512, "text_triplet"),
+}
+PATCH_DROPOUT = {"stage1": 0.5, "stage2": 0.3, "stage3": 0.1}  # jina-clip-v2.md 12.1
+
+
+@pytest.mark.parametrize("stage", TABLE_6)
+def test_stage_config_is_table_6(stage):
+    config = load_config(TrainConfig, REPO / "configs" / f"{stage}.yaml")
+    image_batch, text_batch, steps, lrs, decays, resolution, context, text_kind = TABLE_6[stage]
+    text_stream = next(s for s in config.data.streams.values() if s.kind != "image_text")
+    image_stream = next(s for s in config.data.streams.values() if s.kind == "image_text")
+    assert len(config.data.streams) == 2
+    assert (image_stream.batch_size, text_stream.batch_size, text_stream.kind) == (image_batch, text_batch, text_kind)
+    assert config.steps == steps
+    assert (config.optimizer.lr_vision, config.optimizer.lr_text) == lrs
+    assert (config.optimizer.layer_decay_vision, config.optimizer.layer_decay_text) == decays
+    assert config.resolution_schedule[0].image_size == config.data.image_size == resolution
+    assert config.data.context(text_stream_name(config)) == config.data.context("image_text") == context
+    assert config.optimizer.betas == [0.9, 0.98] and config.optimizer.eps == 1e-6
+    assert config.optimizer.weight_decay == 0.02 and config.optimizer.min_lr_ratio == 0.0
+    assert config.precision == "bf16" and config.world_size == 8 and config.gradient_checkpointing
+    assert config.patch_dropout == PATCH_DROPOUT[stage]
+    assert config.model == "configs/model/jina-clip-v2.yaml"
+    assert load_model_config(REPO / config.model).embed_dim == 1024
+
+
+def text_stream_name(config):
+    return next(name for name, s in config.data.streams.items() if s.kind != "image_text")
+
+
+def test_stage_1_ends_at_384_px_and_the_stages_chain():
+    stages = {s: load_config(TrainConfig, REPO / "configs" / f"{s}.yaml") for s in TABLE_6}
+    schedule = stages["stage1"].resolution_schedule
+    assert [(p.step, p.image_size) for p in schedule] == [(0, 224), (90_000, 384)]  # the last 10%
+    assert stages["stage1"].init_from is None
+    assert stages["stage2"].init_from == f"runs/stage1/checkpoints/step_{stages['stage1'].steps:06d}"
+    assert stages["stage3"].init_from == f"runs/stage2/checkpoints/step_{stages['stage2'].steps:06d}"
+    shards = [s.data.streams["image_text"].shards for s in stages.values()]
+    assert shards == [["data/mm_s"], ["data/mm_l"], ["data/mm_l"]]
+
+
+@pytest.mark.parametrize("stage", TABLE_6)
+def test_demo_config_has_the_recipe_structure(stage):
+    """The demo scales sizes down but keeps each stage's streams and resolution order."""
+    demo = load_config(TrainConfig, REPO / "configs" / "demo" / f"{stage}.yaml")
+    recipe = load_config(TrainConfig, REPO / "configs" / f"{stage}.yaml")
+    assert sorted(s.kind for s in demo.data.streams.values()) == sorted(s.kind for s in recipe.data.streams.values())
+    assert demo.precision == "fp32" and demo.world_size is None and demo.init_from is None  # the demo chains them
+    model = load_model_config(REPO / demo.model)
+    assert model.vision.image_size == 56
