@@ -19,11 +19,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 DEMO_DIR ?= runs/demo
 
+# The embedded default job: synthetic corpus, three training stages on CPU, held-out retrieval.
 demo: $(STAMP)
-	$(BIN)/mmclip info configs/model/tiny.yaml
 	$(BIN)/mmclip info configs/model/jina-clip-v2.yaml
-	rm -rf $(DEMO_DIR)/data
-	$(BIN)/python -m data_pipelines synthetic --output $(DEMO_DIR)/data --size tiny
+	rm -rf $(DEMO_DIR)
+	$(BIN)/mmclip demo --output $(DEMO_DIR)
 	$(BIN)/python -m data_pipelines inspect $(DEMO_DIR)/data/train/*
 
 test: $(STAMP)
