@@ -426,10 +426,6 @@ def test_parallel_build_matches_in_process_build(tmp_path, images):
     assert len(read_records(tmp_path / "serial")) == 12
 
 
-SYNTHETIC = (REPO / "data_pipelines" / "synthetic.py", REPO / "data_pipelines" / "synthetic" / "__init__.py")
-
-
-@pytest.mark.skipif(not any(p.exists() for p in SYNTHETIC), reason="`python -m data_pipelines` imports synthetic")
 def test_command_line_end_to_end(tmp_path, images):
     rows = [{"image": name, "caption": caption} for name, caption in zip(images, CAPTIONS)]
     source = write_input("jsonl", rows + [{"image": "img0.jpg", "caption": "a copy of the first image"}], tmp_path)
