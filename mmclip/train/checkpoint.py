@@ -167,7 +167,7 @@ def load_model_weights(model: MMCLIP, path: Path) -> None:
     """
     weights = load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))
     grid = round((weights["vision.pos_embed"].shape[1] - 1) ** 0.5)
-    saved_size = grid * model.vision.config.patch_size
-    if saved_size != model.vision.config.image_size:
-        model.vision.set_image_size(saved_size)
+    # Compare grids, not sizes: 512 px and 504 px share the 36x36 grid, and 512 must stay 512.
+    if grid != model.vision.config.grid_size:
+        model.vision.set_image_size(grid * model.vision.config.patch_size)
     model.load_state_dict(weights)
