@@ -248,3 +248,29 @@ def test_grammar(code):
     grammar = GRAMMARS[code]
     assert grammar.caption(RED_CIRCLE_LEFT_OF_BLUE_SQUARES, 0) == GOLDEN[code][0]
     assert grammar.caption(YELLOW_STARS_ABOVE_GREEN_HEXAGONS, 1) == GOLDEN[code][1]
+
+
+def test_tokenizer_spells_chinese_and_japanese_by_character(corpus):
+    """A templated corpus would otherwise teach clause-long CJK pieces (mmclip.tokenizer)."""
+    tokenizer = load_tokenizer(corpus / "tokenizer")
+    for code in ("zh", "ja"):
+        rows = [json.loads(line) for line in (corpus / "eval" / "sts" / f"{code}.jsonl").read_text().splitlines()]
+        pieces = {p.lstrip("▁") for r in rows for p in tokenizer.tokenize(r["sentence1"])}
+        assert max(len(p) for p in pieces if re.search(SCRIPTS[code], p)) == 1, code
+    assert any(len(p) >= 5 for p in tokenizer.tokenize("the image circles")), "spaced scripts keep word pieces"
+
+
+@pytest.mark.parametrize("width, height", [(384, 288), (288, 384)])
+def test_shapes_stay_inside_the_central_square(width, height):
+    """The eval transform's centre crop (and a 90% training crop) never cuts a stated shape."""
+    from data_pipelines.synthetic.render import render_scene
+
+    big = Group("square", "black", "large", 3)
+    relation, position = ("left_of", "centre") if width > height else ("above", "centre")
+    scene = Scene((big, Group("circle", "black", "large", 3)), position, relation, "light_grey", "plain", width, height)
+    pixels = np.asarray(render_scene(scene, np.random.default_rng(0), long_side=192), dtype=np.int16)
+    assert pixels.shape[:2] == (height // 2, width // 2)
+    margin = (max(width, height) - min(width, height)) // 4  # at half size
+    outside = pixels[:, :margin] if width > height else pixels[:margin]
+    inside = pixels[:, margin:-margin] if width > height else pixels[margin:-margin]
+    assert outside.min() > 150 and inside.min() < 60  # background only / black shapes

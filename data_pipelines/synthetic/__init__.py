@@ -33,6 +33,7 @@ from mmclip.data.shards import ShardSetWriter, WriteSummary
 
 from .eval_sets import write_eval_sets
 from .languages import LANGUAGES
+from .render import SCENE_LONG_SIDE
 from .samples import TRAIN_SETS, Context
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same corpus (default 0)")
     parser.add_argument("--languages", nargs="+", choices=LANGUAGES, default=list(LANGUAGES), help="caption languages")
     parser.add_argument(
+        "--image-side",
+        type=int,
+        default=SCENE_LONG_SIDE,
+        help=f"long side of the scene images in pixels (default {SCENE_LONG_SIDE}; document pages keep theirs)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="generator processes (default: all cores)"
     )
 
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s is not empty; the synthetic corpus goes into a new directory", args.output)
         return 1
     languages = tuple(code for code in LANGUAGES if code in args.languages)
-    result = generate(args.output, args.size, args.seed, languages, args.workers)
+    result = generate(args.output, args.size, args.seed, languages, args.workers, args.image_side)
     for name, summary in result.summaries.items():
         print(f"train/{name}: {summary.format()}")
     evals, sizes = result.corpus["eval"], args.size.eval_sizes
@@ -127,11 +134,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def generate(
-    output: Path, plan: Plan, seed: int = 0, languages: tuple[str, ...] = LANGUAGES, workers: int = 1
+    output: Path,
+    plan: Plan,
+    seed: int = 0,
+    languages: tuple[str, ...] = LANGUAGES,
+    workers: int = 1,
+    image_side: int = SCENE_LONG_SIDE,
 ) -> Generated:
     start = time.perf_counter()
     output = Path(output)
-    ctx = Context(seed, languages)
+    ctx = Context(seed, languages, image_side)
     texts: dict[str, None] = {}  # every training text once, in order, for the tokenizer
     summaries, sets = {}, {}
     with _mapper(workers) as imap:
@@ -153,6 +165,7 @@ def generate(
         "size": plan.name,
         "image_text_samples": plan.image_text,
         "languages": list(languages),
+        "image_side": image_side,
         "train": sets,
         "eval": evals,
         "tokenizer": {"path": "tokenizer", "vocab_size": len(tokenizer), "trained_on_texts": len(texts)},
@@ -173,8 +186,6 @@ def _write_train_set(directory: Path, kind: str, records, plan: Plan, texts: dic
     summary = writer.close()
     entry = {"kind": kind, "samples": summary.written, "shards": summary.shards, "bytes": summary.bytes}
     return summary, {**entry, "languages": dict(sorted(languages.items())), "kinds": dict(sorted(kinds.items()))}
-
-
 
 
 @contextmanager

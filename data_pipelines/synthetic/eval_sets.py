@@ -53,7 +53,7 @@ def eval_image(ctx: Context, index: int) -> tuple[bytes, dict[str, str]]:
     rng = rng_for(ctx.seed, "eval_images", index)
     scene = sample_scene(rng, pair=True)  # pairs: far more distinct captions than single groups
     template = int(rng.integers(2))
-    jpeg = encode_jpeg(render_scene(scene, rng), quality=90)
+    jpeg = encode_jpeg(render_scene(scene, rng, ctx.image_side), quality=90)
     return jpeg, {code: GRAMMARS[code].caption(scene, template) for code in ctx.languages}
 
 

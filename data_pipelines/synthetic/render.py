@@ -2,6 +2,10 @@
 
 Every random choice comes from the caller's generator, so a (seed, set, index) triple always
 gives the same image. Shapes are drawn at 3x and box-reduced: cheap, clean anti-aliasing.
+
+The 3 x 3 grid of a scene lies in the image's central square, so the centre crop of the usual
+eval transform (and a training crop of 90% of the area or more) never cuts a shape a caption
+states; the margins of a landscape or portrait image are background.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ BACKGROUND_RGB = {
     "pale_green": (218, 240, 218),
     "pale_pink": (245, 220, 228),
 }
-# Radius as a fraction of the image's short side; large is ~1.8x small.
-RADIUS = {"small": 0.042, "large": 0.075}
+SCENE_LONG_SIDE = 384  # the long side of ``Scene.width`` / ``height``; ``render_scene`` may rescale
+# Radius as a fraction of the image's short side; large is ~1.7x small. Shapes fill a few percent
+# of the image, so a small model's patches see their colour over the textured background.
+RADIUS = {"small": 0.06, "large": 0.1}
 # Extent of each grid row / column in unit coordinates; neighbours overlap only at the centre.
 SPAN = {
     "left": (0.04, 0.46),
@@ -44,16 +50,20 @@ SPAN = {
 }
 
 
-def render_scene(scene: Scene, rng: np.random.Generator) -> Image.Image:
-    width, height = scene.width, scene.height
-    image = Image.fromarray(_background(scene, rng)).resize((width * SUPERSAMPLE, height * SUPERSAMPLE), Image.NEAREST)
+def render_scene(scene: Scene, rng: np.random.Generator, long_side: int = SCENE_LONG_SIDE) -> Image.Image:
+    """The scene's pixels, ``long_side`` pixels on the long side (the scene's aspect ratio kept)."""
+    scale = long_side / max(scene.width, scene.height)
+    width, height = round(scene.width * scale), round(scene.height * scale)
+    image = Image.fromarray(_background(width, height, scene.background, scene.texture, scale, rng))
+    image = image.resize((width * SUPERSAMPLE, height * SUPERSAMPLE), Image.NEAREST)
     draw = ImageDraw.Draw(image)
-    short_side = min(width, height) * SUPERSAMPLE
+    side = min(width, height) * SUPERSAMPLE
+    left, top = (width * SUPERSAMPLE - side) / 2, (height * SUPERSAMPLE - side) / 2
     for group, (row, col) in zip(scene.groups, scene.cells()):
-        x0, x1 = (v * width * SUPERSAMPLE for v in SPAN[col])
-        y0, y1 = (v * height * SUPERSAMPLE for v in SPAN[row])
+        x0, x1 = (left + v * side for v in SPAN[col])
+        y0, y1 = (top + v * side for v in SPAN[row])
         for cx, cy, cell in _slots(group.count, x0, y0, x1, y1, rng):
-            radius = min(RADIUS[group.size] * short_side * rng.uniform(0.92, 1.08), cell / 2 * 0.92)
+            radius = min(RADIUS[group.size] * side * rng.uniform(0.92, 1.08), cell / 2 * 0.92)
             slack = cell / 2 - radius
             cx, cy = cx + rng.uniform(-0.6, 0.6) * slack, cy + rng.uniform(-0.6, 0.6) * slack
             fill = _jitter(COLOUR_RGB[group.colour], rng, 14)
@@ -70,19 +80,19 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _background(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    height, width = scene.height, scene.width
-    base = np.array(_jitter(BACKGROUND_RGB[scene.background], rng, 8), dtype=np.float32)
+def _background(width: int, height: int, colour: str, texture: str, scale: float, rng: np.random.Generator):
+    """``[height, width, 3]`` uint8; ``scale`` shrinks stripes with the image (they are sized for 384 px)."""
+    base = np.array(_jitter(BACKGROUND_RGB[colour], rng, 8), dtype=np.float32)
     ys, xs = np.ogrid[0:height, 0:width]
     shade = np.zeros((height, width), np.float32)
-    if scene.texture == "gradient":
+    if texture == "gradient":
         angle = rng.uniform(0, 2 * math.pi)
         ramp = xs * math.cos(angle) + ys * math.sin(angle)
         shade = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6) * rng.uniform(20, 40) - 15
-    elif scene.texture == "stripes":
-        period, amplitude = rng.uniform(10, 24), rng.uniform(5, 10)
+    elif texture == "stripes":
+        period, amplitude = rng.uniform(10, 24) * scale, rng.uniform(5, 10)
         shade = amplitude * np.sin(2 * math.pi * (xs + ys * rng.choice([-1, 1])) / period)
-    elif scene.texture == "speckles":
+    elif texture == "speckles":
         spots = rng.random((height, width)) < 0.006
         shade = -rng.uniform(15, 35) * (spots | np.roll(spots, 1, axis=0) | np.roll(spots, 1, axis=1))
     pixels = base + shade[..., None]

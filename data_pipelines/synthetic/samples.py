@@ -14,7 +14,7 @@ from mmclip.data.formats import NUM_HARD_NEGATIVES, PAIR_KINDS, ImageText, TextP
 from . import documents
 from .languages import GRAMMARS
 from .randomness import pick, rng_for
-from .render import encode_jpeg, render_scene
+from .render import SCENE_LONG_SIDE, encode_jpeg, render_scene
 from .scenes import Scene, hard_negatives, sample_scene
 
 SINGLE_SHARE = 0.35  # one-group scenes, where a set mixes them with pairs
@@ -26,6 +26,7 @@ SCENE_SOURCE, DOCUMENT_SOURCE = "synthetic/scenes", "synthetic/documents"
 class Context:
     seed: int
     languages: tuple[str, ...]
+    image_side: int = SCENE_LONG_SIDE  # long side of scene images, in pixels
 
     def language(self, index: int) -> str:
         """Languages take turns, so even a tiny corpus has every one."""
@@ -41,7 +42,7 @@ def image_text_short(ctx: Context, index: int) -> ImageText:
     scene = sample_scene(rng, pair=rng.random() >= SINGLE_SHARE)
     language, template = ctx.language(index), int(rng.integers(2))
     caption = GRAMMARS[language].caption(scene, template)
-    return scene_record(f"short-{index:08d}", scene, rng, caption, language, "short", template=template)
+    return scene_record(ctx, f"short-{index:08d}", scene, rng, caption, language, "short", template=template)
 
 
 def image_text_long(ctx: Context, index: int) -> ImageText:
@@ -52,7 +53,7 @@ def image_text_long(ctx: Context, index: int) -> ImageText:
         return document_record(key, rng, "en", qa=False)
     scene = sample_scene(rng, pair=True)
     language = ctx.language(index)
-    return scene_record(key, scene, rng, GRAMMARS[language].long_caption(scene), language, "long")
+    return scene_record(ctx, key, scene, rng, GRAMMARS[language].long_caption(scene), language, "long")
 
 
 def text_pair(ctx: Context, index: int) -> TextPair:
@@ -98,8 +99,10 @@ def text_triplet(ctx: Context, index: int) -> TextTriplet:
     )
 
 
-def scene_record(key: str, scene: Scene, rng, caption: str, language: str, caption_kind: str, **extra) -> ImageText:
-    image = render_scene(scene, rng)
+def scene_record(
+    ctx: Context, key: str, scene: Scene, rng, caption: str, language: str, caption_kind: str, **extra
+) -> ImageText:
+    image = render_scene(scene, rng, ctx.image_side)
     return ImageText(
         key=key,
         image=encode_jpeg(image, quality=int(rng.integers(82, 96))),
