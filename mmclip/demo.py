@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "demo"
 STAGES = ("stage1", "stage2", "stage3")
 SIZES = ("tiny", "small")
+IMAGE_SIDE = 128  # scene images' long side: the towers see 64-96 px, and small JPEGs decode fast
 TARGET_RECALL_AT_5 = 0.9
 
 
@@ -96,7 +97,7 @@ def _run(output: Path, size: str, workers: int, scale: float) -> None:
 def _generate_corpus(directory: Path, size: str, workers: int) -> float:
     from data_pipelines.synthetic import Plan, generate
 
-    result = generate(directory, Plan.parse(size), workers=workers)
+    result = generate(directory, Plan.parse(size), workers=workers, image_side=IMAGE_SIDE)
     logger.info("corpus: %s in %.0f s", directory, result.seconds)
     return result.seconds
 

@@ -18,8 +18,9 @@ def test_demo_runs_three_chained_stages_and_reports_retrieval(tmp_path, capsys):
     report = json.loads((output / "report.json").read_text())
     corpus = json.loads((output / "data" / "corpus.json").read_text())
     assert list(report["stages"]) == ["stage1", "stage2", "stage3"]
-    # Each stage ends at its own resolution: stage 1 after its switch to 84 px, then 84 and 112.
-    assert [stage["image_size"] for stage in report["stages"].values()] == [84, 84, 112]
+    # Each stage ends at its last resolution: stage 1 after its switch to 80 px, stage 2 after its
+    # warm-up at 96, stage 3 at 96.
+    assert [stage["image_size"] for stage in report["stages"].values()] == [80, 96, 96]
     for stage in report["stages"].values():
         assert sorted(stage["retrieval"]) == sorted(corpus["languages"])
         for metrics in stage["retrieval"].values():
@@ -31,7 +32,7 @@ def test_demo_runs_three_chained_stages_and_reports_retrieval(tmp_path, capsys):
     assert report["stages"]["stage1"]["checkpoint"] in stage2
 
     out = capsys.readouterr().out
-    assert "stage3 (112 px): held-out retrieval" in out and "report:" in out
+    assert "stage3 (96 px): held-out retrieval" in out and "report:" in out
 
 
 def test_refuses_a_non_empty_output(tmp_path):

@@ -61,5 +61,15 @@ def test_demo_config_has_the_recipe_structure(stage):
     recipe = load_config(TrainConfig, REPO / "configs" / f"{stage}.yaml")
     assert sorted(s.kind for s in demo.data.streams.values()) == sorted(s.kind for s in recipe.data.streams.values())
     assert demo.precision == "fp32" and demo.world_size is None and demo.init_from is None  # the demo chains them
-    model = load_model_config(REPO / demo.model)
-    assert model.vision.image_size == 56
+    first = load_config(TrainConfig, REPO / "configs" / "demo" / "stage1.yaml")
+    assert load_model_config(REPO / demo.model).vision.image_size == first.data.image_size
+    # The image LR relative to stage 1's, as in Table 6 (stage 2 a quarter, stage 3 a fortieth).
+    ratio = demo.optimizer.lr_vision / first.optimizer.lr_vision
+    recipe_first = load_config(TrainConfig, REPO / "configs" / "stage1.yaml")
+    assert ratio == pytest.approx(recipe.optimizer.lr_vision / recipe_first.optimizer.lr_vision)
+
+
+def test_demo_resolutions_rise_stage_by_stage_like_the_recipe():
+    starts = [load_config(TrainConfig, REPO / "configs" / "demo" / f"{s}.yaml").data.image_size for s in TABLE_6]
+    recipe = [load_config(TrainConfig, REPO / "configs" / f"{s}.yaml").data.image_size for s in TABLE_6]
+    assert starts == sorted(set(starts)) and recipe == sorted(set(recipe))

@@ -38,7 +38,7 @@ from .samples import TRAIN_SETS, Context
 
 logger = logging.getLogger(__name__)
 
-PRESETS = {"tiny": 400, "small": 4_000, "medium": 40_000, "large": 400_000}
+PRESETS = {"tiny": 400, "small": 8_000, "medium": 40_000, "large": 400_000}
 FORMAT_NAME, FORMAT_VERSION = "mmclip-synthetic", 1
 
 
@@ -66,7 +66,7 @@ class Plan:
     def eval_sizes(self) -> dict[str, int]:
         n = self.image_text
         return {
-            "images": _clamp(n // 12, 32, 1000),  # >= 10 images for recall@10
+            "images": _clamp(n // 24, 32, 1000),  # >= 10 images for recall@10
             "documents": _clamp(n // 40, 16, 500),
             "sts": _clamp(n // 8, 50, 1500),
             "text_retrieval": _clamp(n // 12, 32, 1000),
