@@ -29,6 +29,29 @@ def _train(args: argparse.Namespace) -> None:
     train(args.config, output, args.set, args.resume)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    path = export(
+        args.checkpoint, args.output, dtype=args.dtype, config=args.config, tokenizer=args.tokenizer,
+        context_length=args.context_length, overrides=args.set,
+    )
+    print(f"exported {args.checkpoint} -> {path} ({args.dtype}); load with "
+          f"AutoModel.from_pretrained({str(path)!r}, trust_remote_code=True)")
+
+
+def add_export_parser(commands) -> None:
+    export = commands.add_parser("export", help="a self-contained Hugging Face directory (remote code, safetensors)")
+    export.add_argument("checkpoint", help="training checkpoint dir (model.safetensors + model.yaml) or a jina-clip-v2 dir")
+    export.add_argument("--output", required=True, help="new directory to write")
+    export.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weight dtype (default fp32)")
+    export.add_argument("--config", help="model YAML (default: the checkpoint's model.yaml; jina-clip-v2.yaml for a released dir)")
+    export.add_argument("--tokenizer", help="tokenizer directory (default: the one the model config names, or the source dir)")
+    export.add_argument("--context-length", type=int, help="encode_text's max tokens (default 512)")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model config key")
+    export.set_defaults(run=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmclip", description="Multilingual multimodal embeddings (jina-clip-v2 style).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
+    add_export_parser(commands)
     return parser
 
 
