@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
     add_export_parser(commands)
+    from .search.cli import add_search_parser
+
+    add_search_parser(commands)
     return parser
 
 

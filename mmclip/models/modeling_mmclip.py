@@ -92,7 +92,8 @@ class MMCLIPModel(PreTrainedModel):
     def matryoshka_dims(self) -> list[int]:
         return list(self.clip.config.matryoshka_dims)
 
-    def _check_truncate_dim(self, truncate_dim: int | None) -> int:
+    def check_truncate_dim(self, truncate_dim: int | None) -> int:
+        """The output width for ``truncate_dim``, which must be a configured Matryoshka dimension."""
         if truncate_dim is None:
             return self.clip.config.embed_dim
         if truncate_dim not in self.matryoshka_dims:
@@ -118,7 +119,7 @@ class MMCLIPModel(PreTrainedModel):
         """
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
-        dim = self._check_truncate_dim(truncate_dim)
+        dim = self.check_truncate_dim(truncate_dim)
         prefix = self._instruction(task)
         texts = [prefix + text for text in texts]
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -144,7 +145,7 @@ class MMCLIPModel(PreTrainedModel):
         """``[N, dim]`` float32 for PIL images or file paths (``[dim]`` for a single one)."""
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
-        dim = self._check_truncate_dim(truncate_dim)
+        dim = self.check_truncate_dim(truncate_dim)
         out = np.zeros((len(images), dim), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             batch = [str(image) if isinstance(image, Path) else image for image in images[start : start + batch_size]]
