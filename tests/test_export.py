@@ -60,16 +60,21 @@ def cosines(a, b):
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A training-checkpoint directory (model.safetensors + model.yaml naming its tokenizer) and images."""
-    root = tmp_path_factory.mktemp("export")
+def make_checkpoint(root):
+    """A training-checkpoint directory (model.safetensors + model.yaml naming its tokenizer) and its model."""
     train_tokenizer(MULTILINGUAL_SENTENCES * 20, 400, root / "tokenizer")
     torch.manual_seed(0)
     model = perturb_(create_model(TINY, overrides=[f"text.tokenizer={root / 'tokenizer'}"])).eval()
     (root / "ckpt").mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "ckpt" / "model.safetensors"))
     (root / "ckpt" / "model.yaml").write_text(yaml.safe_dump(model_config_dict(model), sort_keys=False))
+    return root / "ckpt", model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    _, model = make_checkpoint(root)
     rng = np.random.default_rng(0)
     images = []
     for i, size in enumerate([(80, 60), (56, 90), (120, 120), (64, 57), (200, 100)]):

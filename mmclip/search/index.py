@@ -144,7 +144,7 @@ def new_faiss_index(dim: int, kind: str, first_batch: np.ndarray):
         lists = max(1, int(np.sqrt(len(first_batch))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
         index.train(first_batch)
-        index.nprobe = max(1, lists // 8)
+        index.nprobe = min(lists, max(8, lists // 8))  # >= 8 lists probed: recall near exact
         return index
     raise SearchError(f"index kind must be one of {KINDS}, got {kind!r}")
 

@@ -157,4 +157,6 @@ def make_server(index_dir: str | Path, host: str = "127.0.0.1", port: int = 8000
     index = SearchIndex.load(index_dir)
     model_dir = Path(model_dir or index.model)
     index.check_model(model_dir, None)
-    return SearchServer((host, port), index, load_model(model_dir))
+    server = SearchServer((host, port), index, load_model(model_dir))
+    server.index_dir = Path(index_dir)
+    return server
