@@ -52,6 +52,22 @@ def add_export_parser(commands) -> None:
     export.set_defaults(run=_export)
 
 
+def _eval_clip_benchmark(args: argparse.Namespace) -> int:
+    from eval.clip_benchmark import main as clip_benchmark_main
+
+    return clip_benchmark_main(args.args)
+
+
+def add_eval_parser(commands) -> None:
+    evaluate = commands.add_parser("eval", help="evaluation harnesses on exported models or checkpoints")
+    harnesses = evaluate.add_subparsers(dest="harness", required=True)
+    clip_benchmark = harnesses.add_parser(
+        "clip-benchmark", help="clip_benchmark's own CLI with --model_type mmclip (arguments passed unchanged)"
+    )
+    clip_benchmark.add_argument("args", nargs=argparse.REMAINDER, help="e.g. eval --model_type mmclip --pretrained DIR ...")
+    clip_benchmark.set_defaults(run=_eval_clip_benchmark)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmclip", description="Multilingual multimodal embeddings (jina-clip-v2 style).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .search.cli import add_search_parser
 
     add_search_parser(commands)
+    add_eval_parser(commands)
     return parser
 
 
