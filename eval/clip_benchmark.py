@@ -17,8 +17,8 @@ Metrics, datasets (flickr30k, mscoco_captions, xtd10, crossmodal3600, zero-shot 
 
 from __future__ import annotations
 
+import functools
 import sys
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ MODEL_TYPE = "mmclip"
 
 def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", **kwargs):
     """clip_benchmark's loader contract: ``(model, transform, tokenizer)``."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = Path(pretrained)
     if (path / "model.yaml").is_file():  # a training checkpoint
@@ -43,9 +43,7 @@ def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", 
             raise ValueError(f"{path}: its model.yaml names no text.tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(str(source.tokenizer))
     elif (path / "config.json").is_file():  # an mmclip export
-        # fp32 off CUDA, as jina-clip-v2 does: bf16 weights would otherwise run bf16 CPU matmuls.
-        dtype = "auto" if torch.device(device).type == "cuda" else torch.float32
-        hf_model = AutoModel.from_pretrained(str(path), trust_remote_code=True, dtype=dtype)
+        hf_model = _load_export(str(path.resolve()), torch.device(device).type == "cuda")
         clip, context_length, tokenizer = hf_model.clip, hf_model.config.context_length, hf_model.tokenizer
     else:
         raise ValueError(f"--pretrained {pretrained}: neither an mmclip export (config.json) nor a checkpoint (model.yaml)")
@@ -53,8 +51,17 @@ def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", 
     if truncate_dim is not None and truncate_dim not in clip.config.matryoshka_dims:
         raise ValueError(f"--model {model_name}: not one of the Matryoshka dims {clip.config.matryoshka_dims}")
     model = BenchmarkModel(clip.eval(), truncate_dim).to(device)
-    transform = partial(_eval_transform, size=clip.config.vision.image_size)
+    transform = functools.partial(_eval_transform, size=clip.config.vision.image_size)
     return model, transform, Tokenize(tokenizer, context_length)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_export(path: str, on_cuda: bool):
+    """Loaded once per run: clip_benchmark calls the loader for every model x dataset x language."""
+    from transformers import AutoModel
+
+    # fp32 off CUDA, as jina-clip-v2 does: bf16 weights would otherwise run bf16 CPU matmuls.
+    return AutoModel.from_pretrained(path, trust_remote_code=True, dtype="auto" if on_cuda else torch.float32)
 
 
 def _eval_transform(image, size: int) -> torch.Tensor:

@@ -58,6 +58,27 @@ def _eval_clip_benchmark(args: argparse.Namespace) -> int:
     return clip_benchmark_main(args.args)
 
 
+def _eval_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.report import run_evaluation
+
+    run_evaluation(args.model, args.data, args.output, compare_with=args.compare, dims=args.dims)
+    print(f"report: {Path(args.output) / 'report.md'}")
+    return 0
+
+
+def _eval_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.report import compare
+
+    results = [json.loads(Path(path).read_text()) for path in (args.a, args.b)]
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    print(compare(*results, args.output))
+    return 0
+
+
 def add_eval_parser(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluation harnesses on exported models or checkpoints")
     harnesses = evaluate.add_subparsers(dest="harness", required=True)
@@ -66,6 +87,20 @@ def add_eval_parser(commands) -> None:
     )
     clip_benchmark.add_argument("args", nargs=argparse.REMAINDER, help="e.g. eval --model_type mmclip --pretrained DIR ...")
     clip_benchmark.set_defaults(run=_eval_clip_benchmark)
+
+    report = harnesses.add_parser("report", help="every benchmark at every Matryoshka dim: JSON, markdown, plots")
+    report.add_argument("model", help="an mmclip export directory or a training checkpoint")
+    report.add_argument("--compare", metavar="RESULTS_JSON", help="an earlier evaluation's results.json to set side by side")
+    report.add_argument("--data", required=True, help="held-out sets: clip_benchmark/, sts/, text_retrieval/, documents/")
+    report.add_argument("--output", required=True, help="report directory")
+    report.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all the model's)")
+    report.set_defaults(run=_eval_report)
+
+    compare = harnesses.add_parser("compare", help="two evaluations side by side (markdown table and bar chart)")
+    compare.add_argument("a", help="results.json of the first model (e.g. stage 2)")
+    compare.add_argument("b", help="results.json of the second model (e.g. stage 3)")
+    compare.add_argument("--output", required=True, help="directory for comparison.md and comparison.png")
+    compare.set_defaults(run=_eval_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
