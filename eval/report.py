@@ -179,6 +179,7 @@ def plot_results(results: dict, output: Path) -> None:
             ax.plot(dims, values, marker="o", label=label)
     ax.set(xscale="log", xlabel="embedding dimension (Matryoshka prefix)", ylabel="score", title="Score vs dimension")
     ax.set_xticks(dims, [str(d) for d in dims])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(output / "metric_vs_dim.png", dpi=100)
