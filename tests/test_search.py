@@ -197,8 +197,9 @@ def chromium():
     """The Debian ``chromium`` browser, installed here if missing (as ``make browser`` does)."""
     path = shutil.which("chromium")
     if path is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True, env=env)
         path = shutil.which("chromium")
     assert path, "chromium could not be installed"
     return path
