@@ -46,7 +46,9 @@ def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", 
         hf_model = _load_export(str(path.resolve()), torch.device(device).type == "cuda")
         clip, context_length, tokenizer = hf_model.clip, hf_model.config.context_length, hf_model.tokenizer
     else:
-        raise ValueError(f"--pretrained {pretrained}: neither an mmclip export (config.json) nor a checkpoint (model.yaml)")
+        raise ValueError(
+            f"--pretrained {pretrained}: neither an mmclip export (config.json) nor a checkpoint (model.yaml)"
+        )
     truncate_dim = int(model_name) if model_name.isdigit() else None
     if truncate_dim is not None and truncate_dim not in clip.config.matryoshka_dims:
         raise ValueError(f"--model {model_name}: not one of the Matryoshka dims {clip.config.matryoshka_dims}")

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.sts import AbsTaskSTS
+from mteb.models.abs_encoder import AbsEncoder
 
 # Synthetic language codes -> mteb's ISO 639-3 + script.
 ISO = {
@@ -32,6 +35,7 @@ QUERY_TASK = "retrieval.query"  # jina-clip-v2's instruction, used for queries w
 
 def model_meta(model, model_dir: Path, truncate_dim: int | None):
     from mteb.models.model_meta import ModelMeta, ScoringFunction
+
     from mmclip.search.index import model_fingerprint
 
     clip = model.clip.config
@@ -54,13 +58,7 @@ def model_meta(model, model_dir: Path, truncate_dim: int | None):
     )
 
 
-def _encoder_base():
-    from mteb.models.abs_encoder import AbsEncoder
-
-    return AbsEncoder
-
-
-class MMCLIPEncoder(_encoder_base()):
+class MMCLIPEncoder(AbsEncoder):
     """mteb's encoder protocol over an exported model; a Matryoshka prefix with ``truncate_dim``."""
 
     def __init__(self, model_dir: str | Path, truncate_dim: int | None = None, model=None):
@@ -76,13 +74,19 @@ class MMCLIPEncoder(_encoder_base()):
         from mteb.types import PromptType
 
         features = inputs.dataset.features
-        task = QUERY_TASK if prompt_type == PromptType.query and QUERY_TASK in self.model.config.task_instructions else None
+        task = (
+            QUERY_TASK
+            if prompt_type == PromptType.query and QUERY_TASK in self.model.config.task_instructions
+            else None
+        )
         batch_size = kwargs.get("batch_size", 32)
         chunks = []
         for batch in inputs:
             text = image = None
             if "text" in features:
-                text = self.model.encode_text(batch["text"], task=task, batch_size=batch_size, truncate_dim=self.truncate_dim)
+                text = self.model.encode_text(
+                    batch["text"], task=task, batch_size=batch_size, truncate_dim=self.truncate_dim
+                )
             if "image" in features:
                 image = self.model.encode_image(batch["image"], batch_size=batch_size, truncate_dim=self.truncate_dim)
             # Both present (an interleaved document): the sum, as mteb's jina-clip wrapper does.
@@ -125,18 +129,6 @@ def _metadata(name: str, task_type: str, main_score: str, languages: list[str], 
     )
 
 
-def _sts_base():
-    from mteb.abstasks.sts import AbsTaskSTS
-
-    return AbsTaskSTS
-
-
-def _retrieval_base():
-    from mteb.abstasks.retrieval import AbsTaskRetrieval
-
-    return AbsTaskRetrieval
-
-
 def _bind(task_class, root: Path, metadata):
     """An instance of a subclass of ``task_class`` bound to ``root`` (mteb reads metadata from the class)."""
     bound = type(task_class.__name__, (task_class,), {"root": root, "metadata": metadata})
@@ -145,7 +137,9 @@ def _bind(task_class, root: Path, metadata):
 
 def local_sts(root: str | Path, name: str = "SyntheticSTS"):
     root = Path(root)
-    return _bind(LocalSTS, root, _metadata(name, "STS", "cosine_spearman", _languages(root, "*.jsonl"), "t2t", ["text"]))
+    return _bind(
+        LocalSTS, root, _metadata(name, "STS", "cosine_spearman", _languages(root, "*.jsonl"), "t2t", ["text"])
+    )
 
 
 def local_text_retrieval(root: str | Path, name: str = "SyntheticTextRetrieval"):
@@ -154,7 +148,7 @@ def local_text_retrieval(root: str | Path, name: str = "SyntheticTextRetrieval")
     return _bind(LocalTextRetrieval, root, _metadata(name, "Retrieval", "ndcg_at_10", languages, "t2t", ["text"]))
 
 
-class LocalSTS(_sts_base()):
+class LocalSTS(AbsTaskSTS):
     """``{lang}.jsonl`` rows of ``sentence1``, ``sentence2``, ``score`` (0-5), one subset per language
     (build with :func:`local_sts`)."""
 
@@ -171,7 +165,7 @@ class LocalSTS(_sts_base()):
         self.data_loaded = True
 
 
-class LocalTextRetrieval(_retrieval_base()):
+class LocalTextRetrieval(AbsTaskRetrieval):
     """BEIR folders ``{lang}/corpus.jsonl, queries.jsonl, qrels/test.tsv``, one subset per language
     (build with :func:`local_text_retrieval`)."""
 
@@ -186,7 +180,9 @@ class LocalTextRetrieval(_retrieval_base()):
             corpus, queries, qrels = read_beir(self.root / code)
             self.dataset[code] = {
                 "test": RetrievalSplitData(
-                    corpus=Dataset.from_list([{"id": row["_id"], "title": row.get("title", ""), "text": row["text"]} for row in corpus]),
+                    corpus=Dataset.from_list(
+                        [{"id": row["_id"], "title": row.get("title", ""), "text": row["text"]} for row in corpus]
+                    ),
                     queries=Dataset.from_list([{"id": row["_id"], "text": row["text"]} for row in queries]),
                     relevant_docs=qrels,
                     top_ranked=None,
@@ -222,9 +218,9 @@ def write_vidore_dataset(documents: str | Path, output: str | Path) -> Path:
         },
         features=Features({"corpus-id": Value("string"), "image": Image()}),
     ).to_parquet(str(output / "corpus" / "test.parquet"))
-    Dataset.from_dict({"query-id": [row["_id"] for row in queries], "query": [row["text"] for row in queries]}).to_parquet(
-        str(output / "queries" / "test.parquet")
-    )
+    Dataset.from_dict(
+        {"query-id": [row["_id"] for row in queries], "query": [row["text"] for row in queries]}
+    ).to_parquet(str(output / "queries" / "test.parquet"))
     pairs = [(q, c, s) for q, docs in qrels.items() for c, s in docs.items()]
     Dataset.from_dict(
         {"query-id": [p[0] for p in pairs], "corpus-id": [p[1] for p in pairs], "score": [p[2] for p in pairs]}
@@ -242,8 +238,11 @@ def vidore_task(dataset_dir: str | Path, name: str = "SyntheticDocumentsViDoRe")
     from mteb.tasks.retrieval.eng.vidore_bench_retrieval import VidoreArxivQARetrieval
 
     metadata = VidoreArxivQARetrieval.metadata.model_copy(
-        update={"name": name, "dataset": {"path": str(Path(dataset_dir).resolve()), "revision": "local"},
-                "description": f"ViDoRe-format page retrieval on {dataset_dir}"}
+        update={
+            "name": name,
+            "dataset": {"path": str(Path(dataset_dir).resolve()), "revision": "local"},
+            "description": f"ViDoRe-format page retrieval on {dataset_dir}",
+        }
     )
     return _bind(VidoreArxivQARetrieval, Path(dataset_dir), metadata)
 

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -60,13 +59,14 @@ def _exported(model: Path, output: Path) -> Path:
 def clip_benchmark_retrieval(model_dir: Path, root: Path, dims: list[int], output: Path) -> dict:
     """``{dim: {lang: clip_benchmark metrics}}`` through clip_benchmark's CLI (one call, every dim and language)."""
     from eval.clip_benchmark import main
-
     from mmclip.retrieval import find_annotation_files
 
     files = find_annotation_files(root)
     languages = sorted(lang for lang, path in files.items() if path.name.startswith("crossmodal3600_captions-"))
     if not languages:
-        raise FileNotFoundError(f"{root}: no crossmodal3600_captions-*.json annotation files")  # xtd10 alone lacks hi, ar
+        raise FileNotFoundError(
+            f"{root}: no crossmodal3600_captions-*.json annotation files"
+        )  # xtd10 alone lacks hi, ar
     output.mkdir(parents=True, exist_ok=True)
     template = str(output.resolve() / "{model}_{language}.json")
     argv = [
@@ -109,7 +109,9 @@ def evaluate_model(model: str | Path, eval_dir: str | Path, output: str | Path, 
     if (eval_dir / "documents").is_dir():
         tasks.append(vidore_task(write_vidore_dataset(eval_dir / "documents", output / "vidore_dataset")))
     for dim in dims:
-        mteb_scores = run_tasks(MMCLIPEncoder(model_dir, None if dim == full else dim, model=hf_model), tasks) if tasks else {}
+        mteb_scores = (
+            run_tasks(MMCLIPEncoder(model_dir, None if dim == full else dim, model=hf_model), tasks) if tasks else {}
+        )
         entry = {"retrieval": retrieval.get(dim, {}), "mteb": mteb_scores}
         entry["summary"] = _summary(entry)
         results["per_dim"][str(dim)] = entry
@@ -149,7 +151,9 @@ def markdown_report(results: dict) -> str:
     for dim, entry in results["per_dim"].items():
         lines.append(f"| {dim} | " + " | ".join(_cell(entry["summary"][key]) for key, _ in HEADLINES) + " |")
     entry = results["per_dim"][full]
-    languages = sorted(set(entry["retrieval"]) | {lang for scores in entry["mteb"].values() for lang in scores} - {"default"})
+    languages = sorted(
+        set(entry["retrieval"]) | {lang for scores in entry["mteb"].values() for lang in scores} - {"default"}
+    )
     if languages:
         lines += ["", f"## Per language at {full} dimensions", ""]
         lines.append("| language | t2i R@1 | t2i R@5 | i2t R@1 | i2t R@5 | STS | text nDCG@10 |")
@@ -190,8 +194,11 @@ def plot_results(results: dict, output: Path) -> None:
               "image->text R@5": {k: m["text_retrieval_recall@5"] for k, m in entry["retrieval"].items()},
               "STS": entry["mteb"].get("SyntheticSTS", {}),
               "text nDCG@10": entry["mteb"].get("SyntheticTextRetrieval", {})}  # fmt: skip
-    _bars({name: values for name, values in series.items() if values}, f"Per language at {dims[-1]} dimensions",
-          output / "per_language.png")
+    _bars(
+        {name: values for name, values in series.items() if values},
+        f"Per language at {dims[-1]} dimensions",
+        output / "per_language.png",
+    )
 
 
 def _bars(series: dict[str, dict[str, float]], title: str, path: Path) -> None:

@@ -141,7 +141,9 @@ def export(
         dtype="bfloat16" if dtype == "bf16" else "float32",
     )
     hf_config.save_pretrained(tmp)
-    weights = {f"clip.{key}": value.detach().to(DTYPES[dtype]).contiguous() for key, value in loaded.model.state_dict().items()}
+    weights = {
+        f"clip.{key}": value.detach().to(DTYPES[dtype]).contiguous() for key, value in loaded.model.state_dict().items()
+    }
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     for module in sorted(MODELS_DIR.glob("*.py")):
         if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
@@ -180,7 +182,12 @@ def _write_sentence_transformers_files(directory: Path, task_instructions: dict[
     """sentence-transformers' own Transformer module (texts and images) followed by Normalize."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Normalize", "type": "sentence_transformers.base.modules.normalize.Normalize"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Normalize",
+            "type": "sentence_transformers.base.modules.normalize.Normalize",
+        },
     ]
     (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     features = {"method_output_name": None}

@@ -58,8 +58,14 @@ def test_xtd10_through_clip_benchmarks_own_cli_at_each_dimension(benchmark, tmp_
             assert result["task"] == "zeroshot_retrieval" and result["model"] == name
             assert result["language"] == language
             texts = model.encode_text(captions, truncate_dim=dim)
-            similarity = texts @ (images if dim is None else model.encode_image(
-                [str(root / "data" / p) for p in data["image_paths"]], truncate_dim=dim)).T
+            similarity = (
+                texts
+                @ (
+                    images
+                    if dim is None
+                    else model.encode_image([str(root / "data" / p) for p in data["image_paths"]], truncate_dim=dim)
+                ).T
+            )
             for k in (1, 5, 10):
                 low, high = recall_bounds(similarity, k)
                 assert low - 1e-6 <= result["metrics"][f"image_retrieval_recall@{k}"] <= high + 1e-6
@@ -85,7 +91,23 @@ def test_a_training_checkpoint_runs_on_crossmodal3600_in_hindi_and_arabic(benchm
 def test_an_unconfigured_dimension_is_refused(benchmark, tmp_path, monkeypatch):
     root, _ = benchmark
     monkeypatch.chdir(root / "data")
-    argv = ["eval", "--model_type", "mmclip", "--pretrained", str(root / "hf"), "--model", "48", "--dataset", "xtd10",
-            "--language", "en", "--dataset_root", str(root / "data"), "--no_amp", "--output", str(tmp_path / "x.json")]
+    argv = [
+        "eval",
+        "--model_type",
+        "mmclip",
+        "--pretrained",
+        str(root / "hf"),
+        "--model",
+        "48",
+        "--dataset",
+        "xtd10",
+        "--language",
+        "en",
+        "--dataset_root",
+        str(root / "data"),
+        "--no_amp",
+        "--output",
+        str(tmp_path / "x.json"),
+    ]
     with pytest.raises(ValueError, match=r"--model 48: not one of the Matryoshka dims \[16, 32, 64\]"):
         main(["eval", "clip-benchmark", *argv])

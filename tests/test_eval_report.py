@@ -30,8 +30,18 @@ def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     root, checkpoint = setup
-    argv = ["eval", "report", str(checkpoint), "--data", str(root / "eval"), "--output", str(tmp_path / "out"),
-            "--dims", "16", "64"]
+    argv = [
+        "eval",
+        "report",
+        str(checkpoint),
+        "--data",
+        str(root / "eval"),
+        "--output",
+        str(tmp_path / "out"),
+        "--dims",
+        "16",
+        "64",
+    ]
     assert main(argv) == 0
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -58,7 +68,7 @@ def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp
     assert main(["eval", "compare", results_file, results_file, "--output", str(tmp_path / "out")]) == 0
     comparison = (tmp_path / "out" / "comparison.md").read_text()
     assert "| 64 | ViDoRe nDCG@5 |" in comparison and "+0.000" in comparison
-    assert all(row.endswith("| +0.000 |") for row in comparison.splitlines() if row.startswith("| 16 ") or row.startswith("| 64 "))
+    assert all(row.endswith("| +0.000 |") for row in comparison.splitlines() if row.startswith(("| 16 ", "| 64 ")))
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| 16 |" in report and "| hi |" in report
     for name in ("metric_vs_dim.png", "per_language.png", "comparison.png"):

@@ -7,6 +7,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
@@ -18,7 +19,7 @@ from data_pipelines.synthetic.render import render_scene
 from data_pipelines.synthetic.scenes import COLOURS, Group, Scene
 from mmclip.cli import main
 from mmclip.export import export
-from mmclip.search import SearchError, SearchIndex, build_index, load_model, query
+from mmclip.search import SearchError, SearchIndex, load_model, query
 from mmclip.search.server import make_server
 
 from .test_export import make_checkpoint
@@ -52,8 +53,22 @@ def collection(tmp_path_factory):
 def indexed(root, name="index", *args):
     output = root / name
     if not output.exists():
-        assert main(["search", "index", str(root / "hf"), "--images", str(root / "images"), "--output", str(output),
-                     "--quiet", *args]) == 0
+        assert (
+            main(
+                [
+                    "search",
+                    "index",
+                    str(root / "hf"),
+                    "--images",
+                    str(root / "images"),
+                    "--output",
+                    str(output),
+                    "--quiet",
+                    *args,
+                ]
+            )
+            == 0
+        )
     return output
 
 
@@ -95,11 +110,41 @@ def test_adding_embeds_only_new_files(collection, capsys):
     texts.write_text("ein roter Stern\n\n一个绿色的星星\n", encoding="utf-8")
     try:
         capsys.readouterr()
-        assert main(["search", "index", str(collection / "hf"), "--images", str(collection / "images"),
-                     "--texts", str(texts), "--output", str(index_dir), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "search",
+                    "index",
+                    str(collection / "hf"),
+                    "--images",
+                    str(collection / "images"),
+                    "--texts",
+                    str(texts),
+                    "--output",
+                    str(index_dir),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert "added 3, 9 items in all" in capsys.readouterr().out  # one image and two texts
-        assert main(["search", "index", str(collection / "hf"), "--images", str(collection / "images"),
-                     "--texts", str(texts), "--output", str(index_dir), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "search",
+                    "index",
+                    str(collection / "hf"),
+                    "--images",
+                    str(collection / "images"),
+                    "--texts",
+                    str(texts),
+                    "--output",
+                    str(index_dir),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert "added 0, 9 items in all" in capsys.readouterr().out
         hits = query(index_dir, text="ein roter Stern", k=9)
         assert {hit["type"] for hit in hits} == {"image", "text"}
@@ -115,8 +160,20 @@ def test_bad_queries_and_mismatched_indexes_are_clear_errors(collection, capsys)
         (["search", "query", str(index_dir), "x" * 1001], "query too long: 1001 characters"),
         (["search", "query", str(index_dir), "red", "--k", "0"], "k must be between 1 and 1000"),
         (["search", "query", str(index_dir), "red", "--truncate-dim", "32"], "the index holds 64-d embeddings"),
-        (["search", "index", str(collection / "hf"), "--images", str(collection / "images"), "--output",
-          str(index_dir), "--truncate-dim", "16"], "the index holds 64-d embeddings"),
+        (
+            [
+                "search",
+                "index",
+                str(collection / "hf"),
+                "--images",
+                str(collection / "images"),
+                "--output",
+                str(index_dir),
+                "--truncate-dim",
+                "16",
+            ],
+            "the index holds 64-d embeddings",
+        ),
         (["search", "query", str(collection), "red"], "not a search index (no meta.json)"),
     ]
     for argv, message in cases:
@@ -178,10 +235,9 @@ def test_server_answers_and_serves_only_indexed_files(server, collection):
         assert fetch(url)[0] == code, url
 
     first = server.index.items[0]["path"]
-    status, body = fetch(f"{base}/file?id=0")
-    assert status == 200 and body == open(first, "rb").read()
+    original = Path(first).read_bytes()
+    assert fetch(f"{base}/file?id=0") == (200, original)
     # An indexed file later replaced by a symlink out of the indexed folder is refused.
-    original = open(first, "rb").read()
     os.replace(first, first + ".bak")
     os.symlink(collection / "secret.png", first)
     try:
@@ -210,16 +266,27 @@ def test_web_page_answers_a_query_in_headless_chromium(server, chromium, tmp_pat
     caption = GRAMMARS["de"].caption(scene("blue"), 0)
     expected = query(server.index_dir, text=caption, k=3)
     url = f"{base}/?q={quote(caption)}&k=3"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=20000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
     assert 'data-done="1"' in dom, dom[-2000:]
     sources = [part.split('"')[0] for part in dom.split('src="/file?id=')[1:]]
     assert sources == [str(hit["id"]) for hit in expected]
     assert os.path.basename(expected[0]["path"]) in dom
 
     screenshot = tmp_path / "page.png"
-    subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=900,600", url], capture_output=True, timeout=120)
+    subprocess.run(
+        [*flags, f"--screenshot={screenshot}", "--window-size=900,600", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     pixels = np.asarray(Image.open(screenshot).convert("RGB"))
     assert pixels.shape == (600, 900, 3)
     # The thumbnails are drawn: some pixels carry the scenes' saturated colours, not just page greys.

@@ -97,7 +97,9 @@ class MMCLIPModel(PreTrainedModel):
         if truncate_dim is None:
             return self.clip.config.embed_dim
         if truncate_dim not in self.matryoshka_dims:
-            raise ValueError(f"truncate_dim must be one of the Matryoshka dimensions {self.matryoshka_dims}, got {truncate_dim}")
+            raise ValueError(
+                f"truncate_dim must be one of the Matryoshka dimensions {self.matryoshka_dims}, got {truncate_dim}"
+            )
         return truncate_dim
 
     def _instruction(self, task: str | None) -> str:
@@ -139,9 +141,7 @@ class MMCLIPModel(PreTrainedModel):
         return out[0] if single else out
 
     @torch.inference_mode()
-    def encode_image(
-        self, images, batch_size: int = 32, truncate_dim: int | None = None
-    ) -> np.ndarray:
+    def encode_image(self, images, batch_size: int = 32, truncate_dim: int | None = None) -> np.ndarray:
         """``[N, dim]`` float32 for PIL images or file paths (``[dim]`` for a single one)."""
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)

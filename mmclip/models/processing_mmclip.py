@@ -43,7 +43,7 @@ def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 class MMCLIPImageProcessor(ImageProcessingMixin):
     """PIL images (or paths) -> ``pixel_values [B, 3, size, size]`` float32, CLIP-normalised."""
 
-    model_input_names = ["pixel_values"]
+    model_input_names = ["pixel_values"]  # noqa: RUF012 (the transformers attribute is a list)
 
     def __init__(self, size: int = 224, **kwargs):
         super().__init__(**kwargs)
@@ -73,7 +73,7 @@ def load_image(image) -> Image.Image:
 class MMCLIPProcessor(ProcessorMixin):
     """Texts through the tokenizer, images through :class:`MMCLIPImageProcessor` (sentence-transformers' entry)."""
 
-    attributes = ["image_processor", "tokenizer"]
+    attributes = ["image_processor", "tokenizer"]  # noqa: RUF012 (the transformers attribute is a list)
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
@@ -95,7 +95,11 @@ class MMCLIPProcessor(ProcessorMixin):
         if text is not None:
             max_length = kwargs.get("max_length") or self.tokenizer.model_max_length
             tokens = self.tokenizer(
-                text, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                text,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
                 return_token_type_ids=False,
             )
             features.update(tokens)

@@ -101,7 +101,9 @@ def build_index(
     if texts is not None:
         known_texts = {item["text"] for item in index.items if item["type"] == "text"}
         lines = Path(texts).read_text(encoding="utf-8").splitlines()
-        new_texts = list(dict.fromkeys(line.strip() for line in lines if line.strip() and line.strip() not in known_texts))
+        new_texts = list(
+            dict.fromkeys(line.strip() for line in lines if line.strip() and line.strip() not in known_texts)
+        )
 
     if index.vectors is None:
         index.kind = resolve_kind(kind, len(new_files) + len(new_texts))
@@ -140,8 +142,6 @@ def search(index: SearchIndex, model, *, text: str | None = None, image=None, k:
             raise SearchError("empty query")
         if len(text) > MAX_QUERY_CHARS:
             raise SearchError(f"query too long: {len(text)} characters, at most {MAX_QUERY_CHARS}")
-    if not 1 <= k <= MAX_K:
-        raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
     truncate_dim = None if index.dim == model.clip.config.embed_dim else index.dim
     if text is not None:
         vector = model.encode_text(text, truncate_dim=truncate_dim)

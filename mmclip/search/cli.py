@@ -13,18 +13,28 @@ from .index import KINDS
 
 def _index(args: argparse.Namespace) -> int:
     summary = build_index(
-        args.model, images=args.images, texts=args.texts, output=args.output, truncate_dim=args.truncate_dim,
-        kind=args.kind, batch_size=args.batch_size, progress=not args.quiet,
+        args.model,
+        images=args.images,
+        texts=args.texts,
+        output=args.output,
+        truncate_dim=args.truncate_dim,
+        kind=args.kind,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
     )
-    print(f"{args.output}: added {summary['added']}, {summary['total']} items in all "
-          f"({summary['kind']}, {summary['dim']}-d); skipped {len(summary['skipped'])}")
+    print(
+        f"{args.output}: added {summary['added']}, {summary['total']} items in all "
+        f"({summary['kind']}, {summary['dim']}-d); skipped {len(summary['skipped'])}"
+    )
     for entry in summary["skipped"]:
         print(f"  skipped {entry['path']}: {entry['reason']}")
     return 0
 
 
 def _query(args: argparse.Namespace) -> int:
-    hits = query(args.index, text=args.text, image=args.image, k=args.k, truncate_dim=args.truncate_dim, model_dir=args.model)
+    hits = query(
+        args.index, text=args.text, image=args.image, k=args.k, truncate_dim=args.truncate_dim, model_dir=args.model
+    )
     if args.json:
         print(json.dumps(hits, ensure_ascii=False, indent=1))
     for hit in hits if not args.json else ():
@@ -66,7 +76,9 @@ def add_search_parser(commands) -> None:
     index.add_argument("--texts", metavar="FILE", help="texts to index, one per line")
     index.add_argument("--output", required=True, metavar="INDEX", help="index directory (created or added to)")
     index.add_argument("--truncate-dim", type=int, help="store this Matryoshka prefix (default: full width)")
-    index.add_argument("--kind", choices=KINDS, default="auto", help="faiss index: auto = exact up to 50k items, else HNSW")
+    index.add_argument(
+        "--kind", choices=KINDS, default="auto", help="faiss index: auto = exact up to 50k items, else HNSW"
+    )
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(search_run=_index)

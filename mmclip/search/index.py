@@ -71,8 +71,10 @@ class SearchIndex:
         index = cls(**{key: meta[key] for key in ("model", "fingerprint", "dim", "kind", "roots", "items", "skipped")})
         index.vectors = faiss.read_index(str(directory / "vectors.faiss"))
         if index.vectors.ntotal != len(index.items) or index.vectors.d != index.dim:
-            raise SearchError(f"{directory}: vectors.faiss holds {index.vectors.ntotal}x{index.vectors.d}, meta.json "
-                              f"{len(index.items)} items of dim {index.dim}")
+            raise SearchError(
+                f"{directory}: vectors.faiss holds {index.vectors.ntotal}x{index.vectors.d}, meta.json "
+                f"{len(index.items)} items of dim {index.dim}"
+            )
         return index
 
     def save(self, directory: str | Path) -> None:
