@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import emit  # noqa: E402
-from mmclip.search.index import new_faiss_index  # noqa: E402
+from bench.report import emit
+from mmclip.search.index import new_faiss_index
 
 
 def vectors(rng: np.random.Generator, count: int, centres: np.ndarray) -> np.ndarray:
