@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
 
-from bench.report import emit
 from mmclip.search.index import new_faiss_index
 
 
