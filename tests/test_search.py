@@ -99,7 +99,9 @@ def test_queries_rank_exactly_by_cosine_in_every_language(collection, capsys):
         assert [hit["path"] for hit in hits] == [paths[i] for i in np.argsort(-expected)[:4]]
         np.testing.assert_allclose([hit["score"] for hit in hits], np.sort(expected)[::-1][:4], atol=1e-5)
     # An indexed image finds itself first, at cosine 1.
-    hits = query(index_dir, image=paths[3], k=2)
+    capsys.readouterr()
+    assert main(["search", "query", str(index_dir), "--image", paths[3], "--k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
     assert hits[0]["path"] == paths[3] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
