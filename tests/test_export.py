@@ -128,7 +128,7 @@ def test_export_round_trip_in_a_fresh_offline_process(checkpoint, tmp_path):
 
     text, image = reference(model, root / "tokenizer", MULTILINGUAL_SENTENCES, images)
     text16, image16 = reference(model, root / "tokenizer", MULTILINGUAL_SENTENCES, images, truncate_dim=16)
-    # bf16 runs bf16 weights and activations: measured minimum cosine 0.9994.
+    # bf16 runs bf16 weights and activations: measured minimum cosine 0.99985 (images), 0.99998 (texts).
     for dtype, torch_dtype, min_cosine in (("fp32", "torch.float32", 0.9999), ("bf16", "torch.bfloat16", 0.999)):
         out = np.load(tmp_path / f"{dtype}.npz")
         assert out["dtype"] == torch_dtype
