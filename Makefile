@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEEPSPEED_VERSION := 0.19.8
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(STAMP)
 
@@ -26,7 +26,11 @@ demo: $(STAMP)
 	$(BIN)/mmclip demo --output $(DEMO_DIR)
 	$(BIN)/python -m data_pipelines inspect $(DEMO_DIR)/data/train/*
 
-test: $(STAMP)
+# Headless Chromium for the search page's test (tests/test_search.py installs it too when missing).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) browser
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

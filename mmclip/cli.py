@@ -29,6 +29,80 @@ def _train(args: argparse.Namespace) -> None:
     train(args.config, output, args.set, args.resume)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    path = export(
+        args.checkpoint, args.output, dtype=args.dtype, config=args.config, tokenizer=args.tokenizer,
+        context_length=args.context_length, overrides=args.set,
+    )
+    print(f"exported {args.checkpoint} -> {path} ({args.dtype}); load with "
+          f"AutoModel.from_pretrained({str(path)!r}, trust_remote_code=True)")
+
+
+def add_export_parser(commands) -> None:
+    export = commands.add_parser("export", help="a self-contained Hugging Face directory (remote code, safetensors)")
+    export.add_argument("checkpoint", help="training checkpoint dir (model.safetensors + model.yaml) or a jina-clip-v2 dir")
+    export.add_argument("--output", required=True, help="new directory to write")
+    export.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weight dtype (default fp32)")
+    export.add_argument("--config", help="model YAML (default: the checkpoint's model.yaml; jina-clip-v2.yaml for a released dir)")
+    export.add_argument("--tokenizer", help="tokenizer directory (default: the one the model config names, or the source dir)")
+    export.add_argument("--context-length", type=int, help="encode_text's max tokens (default 512)")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model config key")
+    export.set_defaults(run=_export)
+
+
+def _eval_clip_benchmark(args: argparse.Namespace) -> int:
+    from eval.clip_benchmark import main as clip_benchmark_main
+
+    return clip_benchmark_main(args.args)
+
+
+def _eval_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.report import run_evaluation
+
+    run_evaluation(args.model, args.data, args.output, compare_with=args.compare, dims=args.dims)
+    print(f"report: {Path(args.output) / 'report.md'}")
+    return 0
+
+
+def _eval_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.report import compare
+
+    results = [json.loads(Path(path).read_text()) for path in (args.a, args.b)]
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    print(compare(*results, args.output))
+    return 0
+
+
+def add_eval_parser(commands) -> None:
+    evaluate = commands.add_parser("eval", help="evaluation harnesses on exported models or checkpoints")
+    harnesses = evaluate.add_subparsers(dest="harness", required=True)
+    clip_benchmark = harnesses.add_parser(
+        "clip-benchmark", help="clip_benchmark's own CLI with --model_type mmclip (arguments passed unchanged)"
+    )
+    clip_benchmark.add_argument("args", nargs=argparse.REMAINDER, help="e.g. eval --model_type mmclip --pretrained DIR ...")
+    clip_benchmark.set_defaults(run=_eval_clip_benchmark)
+
+    report = harnesses.add_parser("report", help="every benchmark at every Matryoshka dim: JSON, markdown, plots")
+    report.add_argument("model", help="an mmclip export directory or a training checkpoint")
+    report.add_argument("--compare", metavar="RESULTS_JSON", help="an earlier evaluation's results.json to set side by side")
+    report.add_argument("--data", required=True, help="held-out sets: clip_benchmark/, sts/, text_retrieval/, documents/")
+    report.add_argument("--output", required=True, help="report directory")
+    report.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all the model's)")
+    report.set_defaults(run=_eval_report)
+
+    compare = harnesses.add_parser("compare", help="two evaluations side by side (markdown table and bar chart)")
+    compare.add_argument("a", help="results.json of the first model (e.g. stage 2)")
+    compare.add_argument("b", help="results.json of the second model (e.g. stage 3)")
+    compare.add_argument("--output", required=True, help="directory for comparison.md and comparison.png")
+    compare.set_defaults(run=_eval_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmclip", description="Multilingual multimodal embeddings (jina-clip-v2 style).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
+    add_export_parser(commands)
+    from .search.cli import add_search_parser
+
+    add_search_parser(commands)
+    add_eval_parser(commands)
     return parser
 
 

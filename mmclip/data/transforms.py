@@ -1,5 +1,6 @@
 """Image transforms: the released model's eval transform and Jina's training crop, made fast.
 
+The eval transform itself lives in ``mmclip.models.processing_mmclip`` (exported as remote code).
 Both turn an encoded image into a ``uint8`` tensor ``[3, size, size]``; :func:`normalize` applies
 OpenAI CLIP's mean and std, best on the device: the batch crossing from the worker is then 4x
 smaller than float32, and the division is free there.
@@ -29,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ..models.processing_mmclip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, resize_center_crop  # noqa: F401
 from .formats import BadSample
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TRAIN_SCALE = (0.9, 1.0)  # jina-ai/openclip's RandomResizedCrop range
 TRAIN_RATIO = (3 / 4, 4 / 3)  # torchvision's default
 
@@ -74,14 +74,8 @@ class ImageTransform:
         return F.interpolate(crop[None], (self.size, self.size), mode="bicubic", antialias=True)[0]
 
     def _resize_center_crop(self, image: Image.Image) -> torch.Tensor:
-        # PIL, in two steps with torchvision's rounding: the same pixels as the released processor.
         image, _ = self._decode(image, self._reduction(min(image.size)))
-        short, long = sorted(image.size)
-        size = (self.size, int(self.size * long / short))
-        image = image.resize(size if image.width <= image.height else size[::-1], Image.Resampling.BICUBIC)
-        left, top = round((image.width - self.size) / 2), round((image.height - self.size) / 2)
-        image = image.crop((left, top, left + self.size, top + self.size))
-        return torch.from_numpy(np.stack([np.asarray(band) for band in image.split()]))  # CHW, no transpose
+        return resize_center_crop(image, self.size)
 
     def _reduction(self, region: int) -> int:
         """The JPEG decode scale 1/s for ``region`` source pixels: the largest s in 8, 4, 2 keeping ``size``."""
@@ -140,10 +134,3 @@ def random_resized_crop_box(
         w, h = width, height
     top, left = (height - h) // 2, (width - w) // 2
     return left, top, left + w, top + h
-
-
-def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``uint8`` pixels ``[..., 3, H, W]`` -> OpenAI-CLIP-normalised ``dtype`` (computed in float32)."""
-    mean = torch.tensor(OPENAI_CLIP_MEAN, device=pixels.device).view(3, 1, 1) * 255
-    std = torch.tensor(OPENAI_CLIP_STD, device=pixels.device).view(3, 1, 1) * 255
-    return pixels.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)

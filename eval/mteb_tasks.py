@@ -1,0 +1,260 @@
+"""MTEB 2.x: an encoder with real model metadata, local tasks in mteb's own task classes, ViDoRe.
+
+* :class:`MMCLIPEncoder`: ``mteb.models.AbsEncoder`` over an ``mmclip export`` directory, text and
+  image inputs, at the full width or a Matryoshka prefix; ``ModelMeta`` names the model, its
+  revision (a fingerprint of config + weights), parameters, dims, languages and modalities.
+* :func:`local_sts`, :func:`local_text_retrieval`: ``AbsTaskSTS`` / ``AbsTaskRetrieval`` read from
+  the synthetic corpus's ``eval/sts`` and ``eval/text_retrieval`` (one hf_subset per language).
+* :func:`vidore_task`: mteb's own ViDoRe task class (``VidoreArxivQARetrieval``: its loader,
+  ``DocumentUnderstanding`` type, nDCG@5) pointed at a local ViDoRe-format dataset converted from
+  the BEIR document set (``eval/documents``).
+
+For the public benchmarks (the paper's Table 3 lists) pass mteb task names: ``mteb.get_tasks``
+downloads them, which needs the network; everything here runs offline with ``cache=None``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.sts import AbsTaskSTS
+from mteb.models.abs_encoder import AbsEncoder
+
+# Synthetic language codes -> mteb's ISO 639-3 + script.
+ISO = {
+    "en": "eng-Latn", "de": "deu-Latn", "fr": "fra-Latn", "es": "spa-Latn", "ru": "rus-Cyrl", "zh": "zho-Hans",
+    "ja": "jpn-Jpan", "hi": "hin-Deva", "ar": "ara-Arab", "it": "ita-Latn", "ko": "kor-Hang", "pl": "pol-Latn",
+    "tr": "tur-Latn",
+}  # fmt: skip
+QUERY_TASK = "retrieval.query"  # jina-clip-v2's instruction, used for queries when the model has it
+
+
+def model_meta(model, model_dir: Path, truncate_dim: int | None):
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
+
+    from mmclip.search.index import model_fingerprint
+
+    clip = model.clip.config
+    name = f"mmclip/{model_dir.name}" + (f"-d{truncate_dim}" if truncate_dim else "")
+    return ModelMeta.create_empty(
+        overwrites={
+            "name": name,
+            "revision": model_fingerprint(model_dir),
+            "languages": sorted(set(ISO.values())),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "max_tokens": model.config.context_length,
+            "embed_dim": truncate_dim or clip.embed_dim,
+            "open_weights": True,
+            "framework": ["PyTorch"],
+            "similarity_fn_name": ScoringFunction.COSINE,
+            "use_instructions": bool(model.config.task_instructions),
+            "modalities": ["text", "image"],
+            "public_training_code": "https://github.com/mmclip/mmclip",
+        }
+    )
+
+
+class MMCLIPEncoder(AbsEncoder):
+    """mteb's encoder protocol over an exported model; a Matryoshka prefix with ``truncate_dim``."""
+
+    def __init__(self, model_dir: str | Path, truncate_dim: int | None = None, model=None):
+        from mmclip.search import load_model
+
+        self.model_dir = Path(model_dir)
+        self.model = model if model is not None else load_model(self.model_dir)
+        self.truncate_dim = truncate_dim
+        self.model.check_truncate_dim(truncate_dim)
+        self.mteb_model_meta = model_meta(self.model, self.model_dir, truncate_dim)
+
+    def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
+        from mteb.types import PromptType
+
+        features = inputs.dataset.features
+        task = (
+            QUERY_TASK
+            if prompt_type == PromptType.query and QUERY_TASK in self.model.config.task_instructions
+            else None
+        )
+        batch_size = kwargs.get("batch_size", 32)
+        chunks = []
+        for batch in inputs:
+            text = image = None
+            if "text" in features:
+                text = self.model.encode_text(
+                    batch["text"], task=task, batch_size=batch_size, truncate_dim=self.truncate_dim
+                )
+            if "image" in features:
+                image = self.model.encode_image(batch["image"], batch_size=batch_size, truncate_dim=self.truncate_dim)
+            # Both present (an interleaved document): the sum, as mteb's jina-clip wrapper does.
+            chunks.append(text if image is None else image if text is None else text + image)
+        return np.concatenate(chunks)
+
+
+def _languages(directory: Path, pattern: str) -> list[str]:
+    found = sorted(path.name.split(".")[0] for path in directory.glob(pattern))
+    unknown = [code for code in found if code not in ISO]
+    if unknown:
+        raise ValueError(f"{directory}: no ISO code known for languages {unknown}")
+    if not found:
+        raise FileNotFoundError(f"{directory}: no {pattern} files")
+    return found
+
+
+def _metadata(name: str, task_type: str, main_score: str, languages: list[str], category: str, modalities):
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    return TaskMetadata(
+        name=name,
+        description=f"mmclip held-out {task_type} set (synthetic corpus), local files.",
+        reference=None,
+        dataset={"path": "local", "revision": "local"},
+        type=task_type,
+        category=category,
+        eval_splits=["test"],
+        eval_langs={code: [ISO[code]] for code in languages},
+        main_score=main_score,
+        date=("2026-01-01", "2026-12-31"),
+        domains=[],
+        task_subtypes=[],
+        license="cc-by-4.0",
+        annotations_creators="derived",
+        dialect=[],
+        modalities=modalities,
+        sample_creation="created",
+        bibtex_citation="",
+    )
+
+
+def _bind(task_class, root: Path, metadata):
+    """An instance of a subclass of ``task_class`` bound to ``root`` (mteb reads metadata from the class)."""
+    bound = type(task_class.__name__, (task_class,), {"root": root, "metadata": metadata})
+    return bound()
+
+
+def local_sts(root: str | Path, name: str = "SyntheticSTS"):
+    root = Path(root)
+    return _bind(
+        LocalSTS, root, _metadata(name, "STS", "cosine_spearman", _languages(root, "*.jsonl"), "t2t", ["text"])
+    )
+
+
+def local_text_retrieval(root: str | Path, name: str = "SyntheticTextRetrieval"):
+    root = Path(root)
+    languages = sorted(path.name for path in root.iterdir() if (path / "corpus.jsonl").is_file())
+    return _bind(LocalTextRetrieval, root, _metadata(name, "Retrieval", "ndcg_at_10", languages, "t2t", ["text"]))
+
+
+class LocalSTS(AbsTaskSTS):
+    """``{lang}.jsonl`` rows of ``sentence1``, ``sentence2``, ``score`` (0-5), one subset per language
+    (build with :func:`local_sts`)."""
+
+    min_score, max_score = 0, 5
+    root: Path
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        from datasets import Dataset
+
+        self.dataset = {}
+        for code in self.hf_subsets:
+            rows = [json.loads(line) for line in (self.root / f"{code}.jsonl").read_text(encoding="utf-8").splitlines()]
+            self.dataset[code] = {"test": Dataset.from_list(rows)}
+        self.data_loaded = True
+
+
+class LocalTextRetrieval(AbsTaskRetrieval):
+    """BEIR folders ``{lang}/corpus.jsonl, queries.jsonl, qrels/test.tsv``, one subset per language
+    (build with :func:`local_text_retrieval`)."""
+
+    root: Path
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        from datasets import Dataset
+        from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+
+        self.dataset = {}
+        for code in self.hf_subsets:
+            corpus, queries, qrels = read_beir(self.root / code)
+            self.dataset[code] = {
+                "test": RetrievalSplitData(
+                    corpus=Dataset.from_list(
+                        [{"id": row["_id"], "title": row.get("title", ""), "text": row["text"]} for row in corpus]
+                    ),
+                    queries=Dataset.from_list([{"id": row["_id"], "text": row["text"]} for row in queries]),
+                    relevant_docs=qrels,
+                    top_ranked=None,
+                )
+            }
+        self.data_loaded = True
+
+
+def read_beir(directory: Path) -> tuple[list[dict], list[dict], dict[str, dict[str, int]]]:
+    def jsonl(name):
+        return [json.loads(line) for line in (directory / name).read_text(encoding="utf-8").splitlines() if line]
+
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (directory / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        query_id, corpus_id, score = line.split("\t")
+        qrels.setdefault(query_id, {})[corpus_id] = int(score)
+    return jsonl("corpus.jsonl"), jsonl("queries.jsonl"), qrels
+
+
+def write_vidore_dataset(documents: str | Path, output: str | Path) -> Path:
+    """The BEIR document set as a local ViDoRe-format dataset (``datasets.load_dataset`` configs
+    ``corpus`` / ``queries`` / ``qrels``, split ``test``, page images embedded as bytes)."""
+    from datasets import Dataset, Features, Image, Value
+
+    documents, output = Path(documents), Path(output)
+    corpus, queries, qrels = read_beir(documents)
+    for name in ("corpus", "queries", "qrels"):
+        (output / name).mkdir(parents=True, exist_ok=True)
+    Dataset.from_dict(
+        {
+            "corpus-id": [row["_id"] for row in corpus],
+            "image": [{"bytes": (documents / row["image"]).read_bytes(), "path": None} for row in corpus],
+        },
+        features=Features({"corpus-id": Value("string"), "image": Image()}),
+    ).to_parquet(str(output / "corpus" / "test.parquet"))
+    Dataset.from_dict(
+        {"query-id": [row["_id"] for row in queries], "query": [row["text"] for row in queries]}
+    ).to_parquet(str(output / "queries" / "test.parquet"))
+    pairs = [(q, c, s) for q, docs in qrels.items() for c, s in docs.items()]
+    Dataset.from_dict(
+        {"query-id": [p[0] for p in pairs], "corpus-id": [p[1] for p in pairs], "score": [p[2] for p in pairs]}
+    ).to_parquet(str(output / "qrels" / "test.parquet"))
+    configs = "\n".join(
+        f"- config_name: {name}\n  data_files:\n  - split: test\n    path: {name}/test.parquet"
+        for name in ("corpus", "queries", "qrels")
+    )
+    (output / "README.md").write_text(f"---\nconfigs:\n{configs}\n---\nViDoRe-format copy of {documents}.\n")
+    return output
+
+
+def vidore_task(dataset_dir: str | Path, name: str = "SyntheticDocumentsViDoRe"):
+    """mteb's ViDoRe v1 task class on a local ViDoRe-format dataset (its loader and nDCG@5)."""
+    from mteb.tasks.retrieval.eng.vidore_bench_retrieval import VidoreArxivQARetrieval
+
+    metadata = VidoreArxivQARetrieval.metadata.model_copy(
+        update={
+            "name": name,
+            "dataset": {"path": str(Path(dataset_dir).resolve()), "revision": "local"},
+            "description": f"ViDoRe-format page retrieval on {dataset_dir}",
+        }
+    )
+    return _bind(VidoreArxivQARetrieval, Path(dataset_dir), metadata)
+
+
+def run_tasks(encoder: MMCLIPEncoder, tasks: list) -> dict[str, dict[str, float]]:
+    """``{task name: {subset: main score}}`` from ``mteb.evaluate`` (no result cache: every run is fresh)."""
+    import mteb
+
+    results = mteb.evaluate(encoder, tasks, cache=None, show_progress_bar=False)
+    scores = {}
+    for task_result in results.task_results:
+        scores[task_result.task_name] = {
+            entry["hf_subset"]: float(entry["main_score"]) for entry in task_result.scores["test"]
+        }
+    return scores

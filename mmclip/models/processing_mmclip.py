@@ -1,0 +1,108 @@
+"""Preprocessing of the exported checkpoint: the released jina-clip-v2 eval transform and a processor
+pairing it with the XLM-R tokenizer (``AutoImageProcessor`` / ``AutoProcessor`` remote code).
+
+The eval transform is defined here, once: ``mmclip.data.transforms`` calls :func:`resize_center_crop`
+for evaluation, so an exported model sees exactly the pixels the training side evaluated on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
+from transformers.image_processing_base import ImageProcessingMixin
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def resize_center_crop(image: Image.Image, size: int) -> torch.Tensor:
+    """Shortest side to ``size`` (PIL bicubic), center crop: ``uint8 [3, size, size]``.
+
+    Two steps with torchvision's rounding (``Resize`` + ``CenterCrop`` on PIL images), pixel for
+    pixel the released ``JinaCLIPImageProcessor``.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    short, long = sorted(image.size)
+    target = (size, int(size * long / short))
+    image = image.resize(target if image.width <= image.height else target[::-1], Image.Resampling.BICUBIC)
+    left, top = round((image.width - size) / 2), round((image.height - size) / 2)
+    image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.stack([np.asarray(band) for band in image.split()]))  # CHW, no transpose
+
+
+def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``uint8`` pixels ``[..., 3, H, W]`` -> OpenAI-CLIP-normalised ``dtype`` (computed in float32)."""
+    mean = torch.tensor(OPENAI_CLIP_MEAN, device=pixels.device).view(3, 1, 1) * 255
+    std = torch.tensor(OPENAI_CLIP_STD, device=pixels.device).view(3, 1, 1) * 255
+    return pixels.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)
+
+
+class MMCLIPImageProcessor(ImageProcessingMixin):
+    """PIL images (or paths) -> ``pixel_values [B, 3, size, size]`` float32, CLIP-normalised."""
+
+    model_input_names = ["pixel_values"]  # noqa: RUF012 (the transformers attribute is a list)
+
+    def __init__(self, size: int = 224, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def __call__(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        return self.preprocess(images)
+
+    def preprocess(self, images, **kwargs) -> BatchFeature:
+        if isinstance(images, (Image.Image, str)) or not isinstance(images, (list, tuple)):
+            images = [images]
+        pixels = [resize_center_crop(load_image(image), self.size) for image in images]
+        return BatchFeature({"pixel_values": normalize(torch.stack(pixels))})
+
+
+def load_image(image) -> Image.Image:
+    """A PIL image, or a local file path, as an RGB image (errors name the file)."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{image}: cannot read the image ({type(error).__name__}: {error})") from None
+
+
+class MMCLIPProcessor(ProcessorMixin):
+    """Texts through the tokenizer, images through :class:`MMCLIPImageProcessor` (sentence-transformers' entry)."""
+
+    attributes = ["image_processor", "tokenizer"]  # noqa: RUF012 (the transformers attribute is a list)
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # The image processor is this module's class: no second remote-code lookup.
+        # The directory's code is already trusted: AutoTokenizer reads config.json's auto_map.
+        kwargs["trust_remote_code"] = True
+        return [
+            MMCLIPImageProcessor.from_pretrained(pretrained_model_name_or_path),
+            AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs),
+        ]
+
+    def __call__(self, text=None, images=None, **kwargs) -> BatchFeature:
+        if text is None and images is None:
+            raise ValueError("MMCLIPProcessor needs text or images")
+        features = {}
+        if text is not None:
+            max_length = kwargs.get("max_length") or self.tokenizer.model_max_length
+            tokens = self.tokenizer(
+                text,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
+            features.update(tokens)
+        if images is not None:
+            features.update(self.image_processor(images))
+        return BatchFeature(features)

@@ -1,0 +1,264 @@
+"""`mmclip search`: index, query and serve over an exported model, end to end; the page in Chromium."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines.synthetic.languages import GRAMMARS
+from data_pipelines.synthetic.render import render_scene
+from data_pipelines.synthetic.scenes import COLOURS, Group, Scene
+from mmclip.cli import main
+from mmclip.export import export
+from mmclip.search import SearchError, SearchIndex, load_model, query
+from mmclip.search.server import make_server
+
+from .test_export import make_checkpoint
+
+LANGUAGES = ("en", "de", "fr", "zh", "ru")
+
+
+def scene(colour, shape="star"):
+    return Scene((Group(shape, colour, "large", 1),), "centre", width=96, height=80)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """An exported model, a folder of synthetic scenes (one per colour, one nested), a broken file and
+    a symlink out of the folder."""
+    root = tmp_path_factory.mktemp("search")
+    checkpoint, _ = make_checkpoint(root)
+    export(checkpoint, root / "hf")
+    images = root / "images"
+    (images / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, colour in enumerate(COLOURS[:6]):
+        folder = images / "nested" if i == 5 else images
+        render_scene(scene(colour), rng).save(folder / f"{colour}.{'png' if i % 2 else 'jpg'}")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "secret.png").write_bytes((images / "red.jpg").read_bytes())
+    os.symlink(root / "secret.png", images / "link.png")
+    return root
+
+
+def indexed(root, name="index", *args):
+    output = root / name
+    if not output.exists():
+        assert (
+            main(
+                [
+                    "search",
+                    "index",
+                    str(root / "hf"),
+                    "--images",
+                    str(root / "images"),
+                    "--output",
+                    str(output),
+                    "--quiet",
+                    *args,
+                ]
+            )
+            == 0
+        )
+    return output
+
+
+def test_index_skips_broken_files_and_symlinks_out(collection, capsys):
+    shutil.rmtree(collection / "index", ignore_errors=True)
+    indexed(collection)
+    out = capsys.readouterr().out
+    assert "added 6, 6 items in all (flat, 64-d); skipped 2" in out
+    assert "broken.jpg: UnidentifiedImageError" in out and "link.png: symlink out of" in out
+    index = SearchIndex.load(collection / "index")
+    assert sorted(os.path.basename(item["path"]) for item in index.items) == sorted(
+        f"{c}.{'png' if i % 2 else 'jpg'}" for i, c in enumerate(COLOURS[:6])
+    )
+
+
+def test_queries_rank_exactly_by_cosine_in_every_language(collection, capsys):
+    index_dir = indexed(collection)
+    model = load_model(collection / "hf")
+    index = SearchIndex.load(index_dir)
+    paths = [item["path"] for item in index.items]
+    image_vectors = model.encode_image(paths)
+    for language in LANGUAGES:
+        caption = GRAMMARS[language].caption(scene("red"), 1)
+        capsys.readouterr()
+        assert main(["search", "query", str(index_dir), caption, "--k", "4", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        expected = image_vectors @ model.encode_text(caption)
+        assert [hit["path"] for hit in hits] == [paths[i] for i in np.argsort(-expected)[:4]]
+        np.testing.assert_allclose([hit["score"] for hit in hits], np.sort(expected)[::-1][:4], atol=1e-5)
+    # An indexed image finds itself first, at cosine 1.
+    capsys.readouterr()
+    assert main(["search", "query", str(index_dir), "--image", paths[3], "--k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["path"] == paths[3] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_adding_embeds_only_new_files(collection, capsys):
+    index_dir = indexed(collection, "incremental")
+    (collection / "images" / "nested" / "extra.png").write_bytes((collection / "images" / "green.png").read_bytes())
+    texts = collection / "texts.txt"
+    texts.write_text("ein roter Stern\n\n一个绿色的星星\n", encoding="utf-8")
+    argv = ["search", "index", str(collection / "hf"), "--images", str(collection / "images"), "--texts", str(texts)]
+    try:
+        # The first run adds one image and two texts; the second finds nothing new.
+        for expected in ("added 3, 9 items in all", "added 0, 9 items in all"):
+            capsys.readouterr()
+            assert main([*argv, "--output", str(index_dir), "--quiet"]) == 0
+            assert expected in capsys.readouterr().out
+        hits = query(index_dir, text="ein roter Stern", k=9)
+        assert {hit["type"] for hit in hits} == {"image", "text"}
+        assert next(hit for hit in hits if hit["type"] == "text")["text"] == "ein roter Stern"  # itself, cosine 1
+    finally:
+        (collection / "images" / "nested" / "extra.png").unlink()
+
+
+def test_bad_queries_and_mismatched_indexes_are_clear_errors(collection, capsys):
+    index_dir = indexed(collection)
+    cases = [
+        (["search", "query", str(index_dir), "   "], "empty query"),
+        (["search", "query", str(index_dir), "x" * 1001], "query too long: 1001 characters"),
+        (["search", "query", str(index_dir), "red", "--k", "0"], "k must be between 1 and 1000"),
+        (["search", "query", str(index_dir), "red", "--truncate-dim", "32"], "the index holds 64-d embeddings"),
+        (
+            [
+                "search",
+                "index",
+                str(collection / "hf"),
+                "--images",
+                str(collection / "images"),
+                "--output",
+                str(index_dir),
+                "--truncate-dim",
+                "16",
+            ],
+            "the index holds 64-d embeddings",
+        ),
+        (["search", "query", str(collection), "red"], "not a search index (no meta.json)"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    other = collection / "hf_bf16"
+    if not other.exists():
+        export(collection / "ckpt", other, dtype="bf16")
+    with pytest.raises(SearchError, match="is another model"):
+        query(index_dir, text="red", model_dir=other)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_agree_with_exact_search_on_a_small_set(collection, kind):
+    exact, approximate = indexed(collection), indexed(collection, f"index_{kind}", "--kind", kind)
+    assert SearchIndex.load(approximate).kind == kind
+    for colour in COLOURS[:3]:
+        caption = GRAMMARS["en"].caption(scene(colour), 0)
+        assert query(approximate, text=caption, k=1)[0]["path"] == query(exact, text=caption, k=1)[0]["path"]
+
+
+@pytest.fixture(scope="module")
+def server(collection):
+    index_dir = indexed(collection)
+    server = make_server(index_dir, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_server_answers_and_serves_only_indexed_files(server, collection):
+    server, base = server
+    assert server.server_address[0] == "127.0.0.1"
+    status, body = fetch(f"{base}/api/search?q={quote('ein roter Stern')}&k=3")
+    assert status == 200 and len(json.loads(body)["results"]) == 3
+
+    for url, code in [
+        (f"{base}/api/search?q=", 400),
+        (f"{base}/api/search?q={'x' * 1001}", 400),
+        (f"{base}/api/search?q=red&k=101", 400),
+        (f"{base}/api/search?q=red&k=two", 400),
+        (f"{base}/file?id=999", 403),
+        (f"{base}/file?id=-1", 403),
+        (f"{base}/file?id=../../etc/passwd", 400),
+        (f"{base}/file?path=/etc/passwd", 400),
+        (f"{base}/../../etc/passwd", 404),
+        (f"{base}/{collection}/secret.png", 404),
+    ]:
+        assert fetch(url)[0] == code, url
+
+    first = server.index.items[0]["path"]
+    original = Path(first).read_bytes()
+    assert fetch(f"{base}/file?id=0") == (200, original)
+    # An indexed file later replaced by a symlink out of the indexed folder is refused.
+    os.replace(first, first + ".bak")
+    os.symlink(collection / "secret.png", first)
+    try:
+        assert fetch(f"{base}/file?id=0")[0] == 403
+    finally:
+        os.unlink(first)
+        os.replace(first + ".bak", first)
+    assert fetch(f"{base}/file?id=0") == (200, original)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The Debian ``chromium`` browser, installed here if missing (as ``make browser`` does)."""
+    path = shutil.which("chromium")
+    if path is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True, env=env)
+        path = shutil.which("chromium")
+    assert path, "chromium could not be installed"
+    return path
+
+
+def test_web_page_answers_a_query_in_headless_chromium(server, chromium, tmp_path):
+    server, base = server
+    caption = GRAMMARS["de"].caption(scene("blue"), 0)
+    expected = query(server.index_dir, text=caption, k=3)
+    url = f"{base}/?q={quote(caption)}&k=3"
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=20000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert 'data-done="1"' in dom, dom[-2000:]
+    sources = [part.split('"')[0] for part in dom.split('src="/file?id=')[1:]]
+    assert sources == [str(hit["id"]) for hit in expected]
+    assert os.path.basename(expected[0]["path"]) in dom
+
+    screenshot = tmp_path / "page.png"
+    subprocess.run(
+        [*flags, f"--screenshot={screenshot}", "--window-size=900,600", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"))
+    assert pixels.shape == (600, 900, 3)
+    # The thumbnails are drawn: some pixels carry the scenes' saturated colours, not just page greys.
+    assert (pixels.max(-1).astype(int) - pixels.min(-1)).max() > 100
