@@ -20,13 +20,18 @@ def _info(args: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2) if args.json else format_info(info, args.config))
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int | None:
     from pathlib import Path
 
     from .train import train
+    from .train.preemption import EXIT_PREEMPTED, Preempted
 
     output = args.output or str(Path("runs") / Path(args.config).stem)
-    train(args.config, output, args.set, args.resume)
+    try:
+        train(args.config, output, args.set, args.resume)
+    except Preempted as stop:
+        logging.getLogger("mmclip.train").warning("%s; exit status %d (requeue, then --resume auto)", stop, EXIT_PREEMPTED)
+        return EXIT_PREEMPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     info.set_defaults(run=_info)
 
-    train = commands.add_parser("train", help="train one stage (launch with torchrun or srun for several processes)")
+    train = commands.add_parser(
+        "train", help="train one stage (launch with torchrun or srun for several processes)",
+        epilog="SIGTERM or SIGUSR1: checkpoint at the next step, exit status 75 (requeue, then --resume auto).",
+    )
     train.add_argument("config", help="stage YAML (a mmclip.train.TrainConfig)")
     train.add_argument("--output", help="run directory (default: runs/<config name>)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
