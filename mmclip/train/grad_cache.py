@@ -141,9 +141,12 @@ def grad_cache_step(
     # copies only: the model's parameters get their gradients from step 3, through ``backward``.
     names = {logit_scale_name(kinds[name]) for name in batches}
     scales = {attr: getattr(model, attr).detach().requires_grad_() for attr in sorted(names)}
-    losses = {name: stream_loss(loss_fn, cached[name], scales[logit_scale_name(kinds[name])]) for name in batches}
+    # Stream by stream: only one stream's logits are alive at a time (the gradients add up).
+    losses = {}
+    for name in batches:
+        losses[name] = stream_loss(loss_fn, cached[name], scales[logit_scale_name(kinds[name])])
+        (weights.get(name, 1.0) * losses[name]["loss"]).backward()
     total = sum(weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
-    total.backward()
 
     # 3. Each chunk again with gradients, against its slice of the cached embedding gradients.
     offsets = dict.fromkeys(batches, 0)
