@@ -14,7 +14,7 @@ from mmclip import create_model
 from mmclip.config import ConfigError, load_config
 from mmclip.losses import InfoNCELoss
 from mmclip.train.config import TrainConfig
-from mmclip.train.grad_cache import embed_stream, grad_cache_step, stream_loss, whole_step
+from mmclip.train.grad_cache import ContrastiveStep, embed_stream, stream_loss
 
 from .conftest import REPO, TINY
 
@@ -69,13 +69,9 @@ def run_step(model, batches, chunks=None, seed=1):
     """One step from a fresh RNG seed; its total loss, stream losses and every parameter's gradient."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    loss_fn = InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0])
-    if chunks is None:
-        total, losses = whole_step(model, model, batches, KINDS, loss_fn, WEIGHTS, torch.float32, CPU,
-                                   backward_into_grads)
-    else:
-        total, losses = grad_cache_step(model, model, batches, KINDS, chunks, loss_fn, WEIGHTS, torch.float32, CPU,
-                                        backward_into_grads)
+    step = ContrastiveStep(model, model, KINDS, InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0]), WEIGHTS, torch.float32, CPU,
+                           backward_into_grads)
+    total, losses = step.whole(batches) if chunks is None else step.grad_cache(batches, chunks)
     return total, losses, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 

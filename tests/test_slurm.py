@@ -14,7 +14,7 @@ import time
 import pytest
 
 from .conftest import REPO
-from .test_train import read_keys, read_log, stage_config, write_uniform_images
+from .test_train import read_keys, read_log, stage_config, write_corpus
 
 CLUSTER = REPO / "slurm" / "local-cluster.sh"
 
@@ -32,18 +32,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from mmclip.data.formats import TextPair
-    from mmclip.data.shards import ShardSetWriter
-    from mmclip.tokenizer import train_tokenizer
-
-    from .test_loader import SENTENCES, caption
-
     root = tmp_path_factory.mktemp("slurm")
-    train_tokenizer(SENTENCES * 10, vocab_size=300, output_dir=root / "tokenizer")
-    write_uniform_images(root / "image_text", 48, shard_size=2)
-    with ShardSetWriter(root / "text_pair", "text_pair", max_samples=2) as writer:
-        for i in range(48):
-            writer.write(TextPair(f"pair{i:04d}", caption(i), caption(i + 1)))
+    write_corpus(root)
     return root
 
 

@@ -40,9 +40,8 @@ def write_uniform_images(directory, n, shard_size):
             writer.write(ImageText(f"img{i:04d}", out.getvalue(), "png", caption(i), width=64, height=64))
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
+def write_corpus(root):
+    """A tokenizer and 48 image-text and 48 text-pair samples (keys img0000..., pair0000...)."""
     train_tokenizer(SENTENCES * 10, vocab_size=300, output_dir=root / "tokenizer")
     # Shards as large as a rank's batch: one rank of two reads shards 0, 2, 4, ..., the other 1, 3, 5, ...,
     # and one rank alone reads 0, 1, 2, ...: the same global batches in the same order.
@@ -50,6 +49,12 @@ def workspace(tmp_path_factory):
     with ShardSetWriter(root / "text_pair", "text_pair", max_samples=2) as writer:
         for i in range(48):
             writer.write(TextPair(f"pair{i:04d}", caption(i), caption(i + 1)))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_corpus(root)
     write_triplets(root / "text_triplet", 24, max_samples=2)
     return root
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from ..models import MMCLIP
 
 Embeddings = dict[str, torch.Tensor]  # "query", "positive" [B, D]; "negatives" [B, k, D] for triplets
 Backward = Callable[[torch.Tensor, bool], None]  # (surrogate loss, is the step's last backward)
+StepLosses = tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]  # total, per stream {"loss", "loss@d"}
 
 
 def logit_scale_name(kind: str) -> str:
@@ -89,76 +91,78 @@ class RandomState:
             yield
 
 
-def whole_step(
-    forward: Callable[..., Any],
-    model: MMCLIP,
-    batches: dict[str, dict[str, Any]],
-    kinds: dict[str, str],
-    loss_fn: InfoNCELoss,
-    weights: dict[str, float],
-    dtype: torch.dtype,
-    device: torch.device,
-    backward: Backward,
-) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
-    """Every stream embedded in one piece with gradients, one backward. Returns the total and stream losses."""
-    losses = {}
-    for name, batch in batches.items():
-        embeds = embed_stream(forward, kinds[name], to_device(batch, device), dtype)
-        losses[name] = stream_loss(loss_fn, embeds, getattr(model, logit_scale_name(kinds[name])))
-    total = sum(weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
-    backward(total, True)
-    return total.detach(), {name: {k: v.detach() for k, v in out.items()} for name, out in losses.items()}
+@dataclass
+class ContrastiveStep:
+    """What one step needs besides its batches: ``forward`` is the model or its engine, ``kinds``
+    the stream kinds, ``weights`` the stream-loss weights (default 1), ``backward(loss, last)``
+    the engine's backward. Both step flavours return the detached total and stream losses."""
+
+    forward: Callable[..., Any]
+    model: MMCLIP
+    kinds: dict[str, str]
+    loss_fn: InfoNCELoss
+    weights: dict[str, float]
+    dtype: torch.dtype
+    device: torch.device
+    backward: Backward
+
+    def embed(self, name: str, batch: dict[str, Any]) -> Embeddings:
+        return embed_stream(self.forward, self.kinds[name], to_device(batch, self.device), self.dtype)
+
+    def weighted_total(self, losses: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+        return sum(self.weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
+
+    def whole(self, batches: dict[str, dict[str, Any]]) -> StepLosses:
+        """Every stream embedded in one piece with gradients, one backward."""
+        losses = {}
+        for name, batch in batches.items():
+            losses[name] = stream_loss(self.loss_fn, self.embed(name, batch),
+                                       getattr(self.model, logit_scale_name(self.kinds[name])))
+        total = self.weighted_total(losses)
+        self.backward(total, True)
+        return total.detach(), _detached(losses)
+
+    def grad_cache(self, batches: dict[str, dict[str, Any]], chunk_sizes: dict[str, int]) -> StepLosses:
+        """:meth:`whole`'s losses and gradients, embedding ``chunk_sizes[stream]`` samples at a time.
+
+        A stream missing from ``chunk_sizes`` is one chunk.
+        """
+        # 1. Embeddings without gradients, and the RNG state each chunk started from.
+        chunks: list[tuple[str, dict[str, Any], RandomState]] = []
+        cached: dict[str, Embeddings] = {}
+        for name, batch in batches.items():
+            parts = []
+            for chunk in split_batch(batch, chunk_sizes.get(name, len(batch["keys"]))):
+                chunks.append((name, chunk, RandomState(self.device)))
+                with torch.no_grad():
+                    parts.append(self.embed(name, chunk))
+            cached[name] = {key: torch.cat([p[key] for p in parts]).float().requires_grad_() for key in parts[0]}
+
+        # 2. The loss of the whole batch, differentiated w.r.t. the embeddings and detached temperature
+        # copies only: the model's parameters get their gradients from step 3, through ``backward``.
+        names = {logit_scale_name(self.kinds[name]) for name in batches}
+        scales = {attr: getattr(self.model, attr).detach().requires_grad_() for attr in sorted(names)}
+        # Stream by stream: only one stream's logits are alive at a time (the gradients add up).
+        losses = {}
+        for name in batches:
+            losses[name] = stream_loss(self.loss_fn, cached[name], scales[logit_scale_name(self.kinds[name])])
+            (self.weights.get(name, 1.0) * losses[name]["loss"]).backward()
+
+        # 3. Each chunk again with gradients, against its slice of the cached embedding gradients.
+        offsets = dict.fromkeys(batches, 0)
+        for index, (name, chunk, state) in enumerate(chunks):
+            with state.replay():
+                embeds = self.embed(name, chunk)
+            start, size = offsets[name], len(chunk["keys"])
+            offsets[name] += size
+            surrogate = sum((embeds[key].float() * cached[name][key].grad[start:start + size]).sum() for key in embeds)
+            if index == 0:  # the temperatures' gradients join the first backward
+                for attr, scale in scales.items():
+                    if scale.grad is not None:
+                        surrogate = surrogate + (getattr(self.model, attr) * scale.grad).sum()
+            self.backward(surrogate, index == len(chunks) - 1)
+        return self.weighted_total(losses).detach(), _detached(losses)
 
 
-def grad_cache_step(
-    forward: Callable[..., Any],
-    model: MMCLIP,
-    batches: dict[str, dict[str, Any]],
-    kinds: dict[str, str],
-    chunk_sizes: dict[str, int],
-    loss_fn: InfoNCELoss,
-    weights: dict[str, float],
-    dtype: torch.dtype,
-    device: torch.device,
-    backward: Backward,
-) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
-    """:func:`whole_step`'s losses and gradients, embedding ``chunk_sizes[stream]`` samples at a time.
-
-    A stream missing from ``chunk_sizes`` is one chunk. ``forward`` is the model (or its engine).
-    """
-    # 1. Embeddings without gradients, and the RNG state each chunk started from.
-    chunks: list[tuple[str, dict[str, Any], RandomState]] = []
-    cached: dict[str, Embeddings] = {}
-    for name, batch in batches.items():
-        parts = []
-        for chunk in split_batch(batch, chunk_sizes.get(name, len(batch["keys"]))):
-            chunks.append((name, chunk, RandomState(device)))
-            with torch.no_grad():
-                parts.append(embed_stream(forward, kinds[name], to_device(chunk, device), dtype))
-        cached[name] = {key: torch.cat([p[key] for p in parts]).float().requires_grad_() for key in parts[0]}
-
-    # 2. The loss of the whole batch, differentiated w.r.t. the embeddings and detached temperature
-    # copies only: the model's parameters get their gradients from step 3, through ``backward``.
-    names = {logit_scale_name(kinds[name]) for name in batches}
-    scales = {attr: getattr(model, attr).detach().requires_grad_() for attr in sorted(names)}
-    # Stream by stream: only one stream's logits are alive at a time (the gradients add up).
-    losses = {}
-    for name in batches:
-        losses[name] = stream_loss(loss_fn, cached[name], scales[logit_scale_name(kinds[name])])
-        (weights.get(name, 1.0) * losses[name]["loss"]).backward()
-    total = sum(weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
-
-    # 3. Each chunk again with gradients, against its slice of the cached embedding gradients.
-    offsets = dict.fromkeys(batches, 0)
-    for index, (name, chunk, state) in enumerate(chunks):
-        with state.replay():
-            embeds = embed_stream(forward, kinds[name], to_device(chunk, device), dtype)
-        start, size = offsets[name], len(chunk["keys"])
-        offsets[name] += size
-        surrogate = sum((embeds[key].float() * cached[name][key].grad[start:start + size]).sum() for key in embeds)
-        if index == 0:  # the temperatures' gradients join the first backward
-            for attr, scale in scales.items():
-                if scale.grad is not None:
-                    surrogate = surrogate + (getattr(model, attr) * scale.grad).sum()
-        backward(surrogate, index == len(chunks) - 1)
-    return total.detach(), {name: {k: v.detach() for k, v in out.items()} for name, out in losses.items()}
+def _detached(losses: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: {k: v.detach() for k, v in out.items()} for name, out in losses.items()}

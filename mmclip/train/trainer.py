@@ -32,7 +32,7 @@ from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, distributed_session, world_info
-from .grad_cache import grad_cache_step, whole_step
+from .grad_cache import ContrastiveStep
 from .metrics import MetricsLog, peak_flops, step_flops, truncate_jsonl
 from .optim import build_optimizer, lr_per_tower
 from .preemption import Preempted, StopRequest, watch_signals
@@ -262,12 +262,11 @@ def _run(
             batches_iter = iter(loader)
 
         batches = next(batches_iter)
+        contrastive = ContrastiveStep(engine, engine.module, kinds, loss_fn, config.loss.weights, dtype, device, backward)
         if config.grad_cache_chunk:
-            total, losses = grad_cache_step(engine, engine.module, batches, kinds, config.grad_cache_chunk, loss_fn,
-                                            config.loss.weights, dtype, device, backward)
+            total, losses = contrastive.grad_cache(batches, config.grad_cache_chunk)
         else:
-            total, losses = whole_step(engine, engine.module, batches, kinds, loss_fn, config.loss.weights, dtype, device,
-                                       backward)
+            total, losses = contrastive.whole(batches)
         engine.step()
         engine.module.clamp_logit_scales()
 
