@@ -261,10 +261,11 @@ def test_cli_fails_before_work(workspace, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def wait_for(path, processes, timeout=240):
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert all(p.poll() is None for p in processes), "a rank ended before the checkpoint"
+def wait_for_step(output, step, processes, timeout=240):
+    """Until rank 0 has logged ``step`` (after the previous step's checkpoint, if it had one)."""
+    log, deadline = output / "log.jsonl", time.time() + timeout
+    while not (log.exists() and f'{{"step": {step},' in log.read_text()):
+        assert all(p.poll() is None for p in processes), "a rank ended before the step"
         assert time.time() < deadline
         time.sleep(0.005)
 
@@ -292,7 +293,7 @@ def test_sigusr1_checkpoints_and_resume_equals_uninterrupted(workspace, baseline
     config, output = stage_config(workspace, "sigusr1"), workspace / "sigusr1"
     (process,) = start_ranks(config, output, 1)
     try:
-        wait_for(output / "checkpoints" / "step_000005", [process])
+        wait_for_step(output, 6, [process])  # past step 5's checkpoint: the signal's step saves its own
         process.send_signal(signal.SIGUSR1)
     finally:
         process.wait(timeout=120)
@@ -313,14 +314,14 @@ def test_sigterm_to_one_of_two_grad_cache_ranks_stops_both(workspace, baseline):
     output = workspace / "sigterm"
     processes = start_ranks(config, output, 2)
     try:
-        wait_for(output / "checkpoints" / "step_000005", processes)
+        wait_for_step(output, 6, processes)
         processes[1].send_signal(signal.SIGTERM)
     finally:
         for process in processes:
             process.wait(timeout=120)
     assert [p.returncode for p in processes] == [EXIT_PREEMPTED] * 2, (output / "stderr_0.txt").read_text()[-3000:]
     stopped = latest_step(output)
-    assert 5 < stopped < 20 and sorted(p.name for p in (output / "checkpoints" / f"step_{stopped:06d}").glob("rank_*")) \
+    assert 5 < stopped < 20 and stopped % 5 != 0 and sorted(p.name for p in (output / "checkpoints" / f"step_{stopped:06d}").glob("rank_*")) \
         == ["rank_000.json", "rank_001.json"]
     processes = start_ranks(config, output, 2, "--resume", "auto")
     for process in processes:
