@@ -9,7 +9,7 @@
 #   slurm/local-cluster.sh stop      # stop all three (by their pid files)
 set -euo pipefail
 
-HOST=$(hostname)
+HOST=$(hostname -s)  # slurmd registers under the short name
 CONF=/etc/slurm
 LOGS=/var/log/slurm
 
