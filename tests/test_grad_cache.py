@@ -160,8 +160,8 @@ def test_two_ranks_chunked_equal_one_process_whole():
     world = 2
     with mp.Manager() as manager:
         results = manager.dict()
-        # fork: the ranks start in a second instead of re-importing everything (CPU only, one thread)
-        mp.start_processes(_rank_worker, args=(world, _free_port(), results), nprocs=world, start_method="fork")
+        # spawn, not fork: the test process may hold a process group already (in-process training tests)
+        mp.spawn(_rank_worker, args=(world, _free_port(), results), nprocs=world)
         results = dict(results)
     whole = run_step(tiny(), make_batches())
     mean = lambda values: sum(values) / world  # noqa: E731
