@@ -5,6 +5,7 @@ import pytest
 from mmclip.config import load_config
 from mmclip.factory import load_model_config
 from mmclip.train.config import TrainConfig
+from mmclip.train.memory import estimate_memory
 
 from .conftest import REPO
 
@@ -33,10 +34,34 @@ def test_stage_config_is_table_6(stage):
     assert config.data.context(text_stream_name(config)) == config.data.context("image_text") == context
     assert config.optimizer.betas == [0.9, 0.98] and config.optimizer.eps == 1e-6
     assert config.optimizer.weight_decay == 0.02 and config.optimizer.min_lr_ratio == 0.0
-    assert config.precision == "bf16" and config.world_size == 8 and config.gradient_checkpointing
+    assert config.precision == "bf16" and config.world_size == 8
     assert config.patch_dropout == PATCH_DROPOUT[stage]
     assert config.model == "configs/model/jina-clip-v2.yaml"
     assert load_model_config(REPO / config.model).embed_dim == 1024
+
+
+def test_stage_configs_fit_8_x_80_gb():
+    """Stages 1 and 2 need GradCache to fit (their whole per-rank batches do not); stage 3 fits whole."""
+    for stage in TABLE_6:
+        config = load_config(TrainConfig, REPO / "configs" / f"{stage}.yaml")
+        model = load_model_config(REPO / config.model)
+        assert estimate_memory(config, model, 8)["peak_gb"] < 0.75 * 80, stage  # headroom for the estimate's error
+        whole = load_config(TrainConfig, REPO / "configs" / f"{stage}.yaml",
+                            ["grad_cache_chunk={}", "gradient_checkpointing=true"])
+        assert (estimate_memory(whole, model, 8)["peak_gb"] > 80) == (stage != "stage3"), stage
+    assert load_config(TrainConfig, REPO / "configs" / "stage3.yaml").gradient_checkpointing
+
+
+def test_one_gpu_stage1_reaches_the_global_batch_by_chunking_alone():
+    one = load_config(TrainConfig, REPO / "configs" / "stage1_1gpu.yaml")
+    eight = load_config(TrainConfig, REPO / "configs" / "stage1.yaml")
+    assert one.world_size == 1 and one.grad_cache_chunk and one.deepspeed == eight.deepspeed == {}
+    # Everything but the rank count and the chunks is stage 1's: global batches, steps, LR, schedule.
+    for config in (one, eight):
+        config.world_size, config.grad_cache_chunk = None, {}
+    assert one == eight
+    config = load_config(TrainConfig, REPO / "configs" / "stage1_1gpu.yaml")
+    assert estimate_memory(config, load_model_config(REPO / config.model), 1)["peak_gb"] < 80
 
 
 def text_stream_name(config):

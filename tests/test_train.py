@@ -1,10 +1,12 @@
 """`mmclip train` end to end on the tiny model: logs and checkpoints, 2 ranks == 1 rank, kill -9 and
-resume == uninterrupted, the stage 1 -> 2 -> 3 chain, and config errors before any work."""
+resume == uninterrupted, SIGUSR1 / SIGTERM checkpoint and resume == uninterrupted (1 rank, and 2
+GradCache ranks), the stage 1 -> 2 -> 3 chain, and config errors before any work."""
 
 import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from mmclip.data.formats import ImageText, TextPair
 from mmclip.data.shards import ShardSetWriter
 from mmclip.tokenizer import train_tokenizer
 from mmclip.train import load_train_config
+from mmclip.train.preemption import EXIT_PREEMPTED
 
 from .conftest import REPO, TINY
 from .test_loader import SENTENCES, caption, write_triplets
@@ -37,9 +40,8 @@ def write_uniform_images(directory, n, shard_size):
             writer.write(ImageText(f"img{i:04d}", out.getvalue(), "png", caption(i), width=64, height=64))
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
+def write_corpus(root):
+    """A tokenizer and 48 image-text and 48 text-pair samples (keys img0000..., pair0000...)."""
     train_tokenizer(SENTENCES * 10, vocab_size=300, output_dir=root / "tokenizer")
     # Shards as large as a rank's batch: one rank of two reads shards 0, 2, 4, ..., the other 1, 3, 5, ...,
     # and one rank alone reads 0, 1, 2, ...: the same global batches in the same order.
@@ -47,6 +49,12 @@ def workspace(tmp_path_factory):
     with ShardSetWriter(root / "text_pair", "text_pair", max_samples=2) as writer:
         for i in range(48):
             writer.write(TextPair(f"pair{i:04d}", caption(i), caption(i + 1)))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_corpus(root)
     write_triplets(root / "text_triplet", 24, max_samples=2)
     return root
 
@@ -251,3 +259,77 @@ def test_cli_fails_before_work(workspace, tmp_path):
                             timeout=120)
     assert result.returncode == 2 and "data.streams.image_text.batch_size" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def wait_for_step(output, step, processes, timeout=240):
+    """Until rank 0 has logged ``step`` (after the previous step's checkpoint, if it had one)."""
+    log, deadline = output / "log.jsonl", time.time() + timeout
+    while not (log.exists() and f'{{"step": {step},' in log.read_text()):
+        assert all(p.poll() is None for p in processes), "a rank ended before the step"
+        assert time.time() < deadline
+        time.sleep(0.005)
+
+
+def start_ranks(config, output, world, *args):
+    """One process per rank with the launcher's variables, as srun starts them (each exit status visible)."""
+    output.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    processes = []
+    for rank in range(world):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        stderr = (output / f"stderr_{rank}.txt").open("a")
+        processes.append(subprocess.Popen(train_command(config, output, *args), cwd=REPO, env=env, stderr=stderr))
+    return processes
+
+
+def latest_step(output):
+    return int((output / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+
+
+def test_sigusr1_checkpoints_and_resume_equals_uninterrupted(workspace, baseline):
+    config, output = stage_config(workspace, "sigusr1"), workspace / "sigusr1"
+    (process,) = start_ranks(config, output, 1)
+    try:
+        wait_for_step(output, 6, [process])  # past step 5's checkpoint: the signal's step saves its own
+        process.send_signal(signal.SIGUSR1)
+    finally:
+        process.wait(timeout=120)
+    assert process.returncode == EXIT_PREEMPTED, (output / "stderr_0.txt").read_text()[-3000:]
+    stopped = latest_step(output)  # the step the signal interrupted, saved although not every_steps'
+    assert 5 < stopped < 20 and stopped % 5 != 0
+    assert read_log(output)[-1]["step"] == stopped
+    run_train(config, output, "--resume", "auto")
+    assert [r["loss"] for r in read_log(output)] == pytest.approx([r["loss"] for r in read_log(baseline)], abs=1e-6)
+    assert read_keys(output) == read_keys(baseline)
+    assert_close(weights(output, 20), weights(baseline, 20), atol=1e-6)
+
+
+def test_sigterm_to_one_of_two_grad_cache_ranks_stops_both(workspace, baseline):
+    """SIGTERM reaches rank 1 only; both ranks stop and save at the same step. The run also uses
+    GradCache (one sample per chunk), so the resumed run matching 1 unchunked rank checks both."""
+    config = stage_config(workspace, "sigterm", grad_cache_chunk={"text_pair": 1, "image_text": 1})
+    output = workspace / "sigterm"
+    processes = start_ranks(config, output, 2)
+    try:
+        wait_for_step(output, 6, processes)
+        processes[1].send_signal(signal.SIGTERM)
+    finally:
+        for process in processes:
+            process.wait(timeout=120)
+    assert [p.returncode for p in processes] == [EXIT_PREEMPTED] * 2, (output / "stderr_0.txt").read_text()[-3000:]
+    stopped = latest_step(output)
+    assert 5 < stopped < 20 and stopped % 5 != 0 and sorted(p.name for p in (output / "checkpoints" / f"step_{stopped:06d}").glob("rank_*")) \
+        == ["rank_000.json", "rank_001.json"]
+    processes = start_ranks(config, output, 2, "--resume", "auto")
+    for process in processes:
+        process.wait(timeout=240)
+    assert [p.returncode for p in processes] == [0, 0], (output / "stderr_0.txt").read_text()[-3000:]
+    one, ranks = read_keys(baseline), [read_keys(output, rank) for rank in (0, 1)]
+    for step in range(20):
+        for stream in ("text_pair", "image_text"):
+            assert one[step][stream] == ranks[0][step][stream] + ranks[1][step][stream]
+    assert [r["loss"] for r in read_log(output)] == pytest.approx([r["loss"] for r in read_log(baseline)], rel=2e-5)
+    assert_close(weights(output, 20), weights(baseline, 20), atol=1e-5)

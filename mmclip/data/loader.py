@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,10 @@ class StreamDataset(IterableDataset):
 def _init_worker(_: int) -> None:
     # One thread per worker: the Rust tokenizer would otherwise start a thread per core in each.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # SLURM signals every process of a job step; the main process checkpoints on these
+    # (mmclip.train.preemption) and needs its workers alive until then. It ends them itself.
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class MultiStreamLoader:

@@ -95,6 +95,9 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
+    # GradCache (mmclip.train.grad_cache): stream name -> samples embedded at a time per rank; a
+    # stream not listed is embedded in one piece. Bounds activation memory, not the batch.
+    grad_cache_chunk: dict[str, int] = field(default_factory=dict)
     patch_dropout: float | None = None  # None: the model config's
     gradient_checkpointing: bool = False
     precision: str = "bf16"  # fp32 on CPU
@@ -114,14 +117,27 @@ class TrainConfig:
         _require(steps == sorted(steps) and len(set(steps)) == len(steps), "resolution_schedule", "steps must increase")
         for name in self.loss.weights:
             _require(name in self.data.streams, f"loss.weights.{name}", f"no such stream; streams are {list(self.data.streams)}")
+        for name, chunk in self.grad_cache_chunk.items():
+            key = f"grad_cache_chunk.{name}"
+            _require(name in self.data.streams, key, f"no such stream; streams are {list(self.data.streams)}")
+            _require(chunk > 0, key, "must be positive")
+        # ZeRO-3 partitions the temperatures outside the forward, where GradCache's loss reads them.
+        _require(not self.grad_cache_chunk or self.zero_stage < 3, "grad_cache_chunk", "needs zero_stage 0, 1 or 2")
         if self.world_size is not None:
             self.check_world_size(self.world_size)
 
     def check_world_size(self, world_size: int) -> None:
-        """Every global batch must split evenly over the ranks (named by key)."""
+        """Every global batch must split evenly over the ranks, and each rank's into GradCache chunks."""
         for name, stream in self.data.streams.items():
             _require(
                 stream.batch_size % world_size == 0,
                 f"data.streams.{name}.batch_size",
                 f"global batch {stream.batch_size} is not divisible by the world size {world_size}",
+            )
+            per_rank, chunk = stream.batch_size // world_size, self.grad_cache_chunk.get(name)
+            _require(
+                chunk is None or per_rank % chunk == 0,
+                f"grad_cache_chunk.{name}",
+                f"the per-rank batch {per_rank} (global {stream.batch_size} / {world_size} ranks) "
+                f"is not divisible by the chunk {chunk}",
             )

@@ -1,8 +1,10 @@
 """``train``: one stage of the recipe, from a TrainConfig to checkpoints and a log.
 
 The loop, per step: one batch per stream, embeddings, InfoNCE per stream with its task's
-temperature, the weighted sum, backward and step through the DeepSpeed engine, then the
-temperatures clamped. Everything that can be wrong with a config is checked before any work.
+temperature, the weighted sum, backward and step through the DeepSpeed engine (whole, or by
+GradCache chunks: :mod:`.grad_cache`), then the temperatures clamped; on SIGTERM / SIGUSR1 a
+checkpoint and :class:`.preemption.Preempted`. Everything that can be wrong with a config is
+checked before any work.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 import yaml
 
 from ..config import ConfigError, load_config
-from ..data import MultiStreamLoader, normalize
+from ..data import MultiStreamLoader
 from ..factory import create_model, load_model_config
 from ..losses import InfoNCELoss
 from ..models import MMCLIP, CLIPConfig
@@ -31,8 +32,10 @@ from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, distributed_session, world_info
+from .grad_cache import ContrastiveStep
 from .metrics import MetricsLog, peak_flops, step_flops, truncate_jsonl
 from .optim import build_optimizer, lr_per_tower
+from .preemption import Preempted, StopRequest, watch_signals
 
 logger = logging.getLogger(__name__)
 
@@ -115,24 +118,6 @@ def build_engine(config: TrainConfig, model: MMCLIP, device: torch.device, start
     return engine, optimizer
 
 
-def stream_loss(engine, kind: str, batch: dict[str, Any], loss_fn: InfoNCELoss, device, dtype) -> dict[str, torch.Tensor]:
-    """InfoNCE of one stream: images vs captions, or queries vs positives (and hard negatives)."""
-    model: MMCLIP = engine.module
-    batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    if kind == "image_text":
-        out = engine(pixel_values=normalize(batch["pixel_values"], dtype), input_ids=batch["input_ids"],
-                     attention_mask=batch["attention_mask"])
-        return loss_fn(out.image_embeds.float(), out.text_embeds.float(), model.logit_scale_image_text)
-    query = engine(input_ids=batch["query_ids"], attention_mask=batch["query_mask"]).text_embeds
-    positive = engine(input_ids=batch["positive_ids"], attention_mask=batch["positive_mask"]).text_embeds
-    negatives = None
-    if "negative_ids" in batch:
-        ids, mask = batch["negative_ids"], batch["negative_mask"]
-        flat = engine(input_ids=ids.flatten(0, 1), attention_mask=mask.flatten(0, 1)).text_embeds
-        negatives = flat.view(*ids.shape[:2], -1).float()
-    return loss_fn(query.float(), positive.float(), model.logit_scale_text_text, negatives)
-
-
 def _per_rank_config(config: TrainConfig, world_size: int, image_size: int):
     data = copy.deepcopy(config.data)
     data.image_size = image_size
@@ -178,6 +163,7 @@ def _resolve_resume(resume: str | None, output: Path) -> Path | None:
 
 
 def train(config_path: str | Path, output: str | Path, overrides: list[str] = (), resume: str | None = None) -> Path:
+    """Run the stage; the final checkpoint's path. Raises :class:`Preempted` after a signal's checkpoint."""
     env = world_info()
     config, _ = load_train_config(config_path, list(overrides), env.world_size)
     output = Path(output)
@@ -189,12 +175,14 @@ def train(config_path: str | Path, output: str | Path, overrides: list[str] = ()
             if init_from is None:
                 raise ConfigError(f"{config_path}: init_from: no complete checkpoint in {config.init_from}")
     resume_path = _resolve_resume(resume, output)
-    with distributed_session(env) as device:
-        return _run(config, env, device, output, init_from, resume_path)
+    # Signals are watched from before the loader's workers fork, so they inherit the handler.
+    with distributed_session(env) as device, watch_signals() as stop:
+        return _run(config, env, device, output, init_from, resume_path, stop)
 
 
 def _run(
-    config: TrainConfig, env: DistEnv, device: torch.device, output: Path, init_from: Path | None, resume_path: Path | None
+    config: TrainConfig, env: DistEnv, device: torch.device, output: Path, init_from: Path | None,
+    resume_path: Path | None, stop: StopRequest,
 ) -> Path:
     resolved = yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
     config_hash = hashlib.sha256(resolved.encode()).hexdigest()[:16]
@@ -245,6 +233,12 @@ def _run(
         state["config_hash"] = config_hash
         ckpt.save_checkpoint(engine, output, env, state, loader.state_dict(), config.checkpoint.keep_last)
 
+    def backward(loss: torch.Tensor, last: bool) -> None:
+        if config.grad_cache_chunk:  # chunks accumulate; gradients are reduced across ranks after the last
+            engine.set_gradient_accumulation_boundary(last)
+        engine.backward(loss)
+
+    stopped_by = None
     batches_iter = iter(loader)
     window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
     while state["step"] < config.steps:
@@ -268,9 +262,11 @@ def _run(
             batches_iter = iter(loader)
 
         batches = next(batches_iter)
-        losses = {name: stream_loss(engine, kinds[name], batch, loss_fn, device, dtype) for name, batch in batches.items()}
-        total = sum(config.loss.weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
-        engine.backward(total)
+        contrastive = ContrastiveStep(engine, engine.module, kinds, loss_fn, config.loss.weights, dtype, device, backward)
+        if config.grad_cache_chunk:
+            total, losses = contrastive.grad_cache(batches, config.grad_cache_chunk)
+        else:
+            total, losses = contrastive.whole(batches)
         engine.step()
         engine.module.clamp_logit_scales()
 
@@ -312,11 +308,18 @@ def _run(
                 })
             window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
 
-        if step % config.checkpoint.every_steps == 0 or step == config.steps:
+        saved = step % config.checkpoint.every_steps == 0 or step == config.steps
+        if saved:
             save()
+        if step < config.steps and (stopped_by := stop.agreed(device)) is not None:
+            if not saved:
+                save()
+            break
 
     if progress is not None:
         progress.close()
     if log is not None:
         log.close()
+    if stopped_by is not None:
+        raise Preempted(state["step"], ckpt.checkpoint_dir(output, state["step"]), stopped_by)
     return ckpt.checkpoint_dir(output, state["step"])
