@@ -19,11 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 DEMO_DIR ?= runs/demo
 
-# The embedded default job: synthetic corpus, three training stages on CPU, held-out retrieval.
+# The embedded default job: synthetic corpus, three training stages on CPU, held-out retrieval,
+# export and search (mmclip demo); then every benchmark of the exported model at every dimension.
 demo: $(STAMP)
 	$(BIN)/mmclip info configs/model/jina-clip-v2.yaml
 	rm -rf $(DEMO_DIR)
 	$(BIN)/mmclip demo --output $(DEMO_DIR)
+	$(BIN)/mmclip eval report $(DEMO_DIR)/hf --data $(DEMO_DIR)/data/eval --output $(DEMO_DIR)/eval
 	$(BIN)/python -m data_pipelines inspect $(DEMO_DIR)/data/train/*
 
 # Headless Chromium for the search page's test (tests/test_search.py installs it too when missing).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +129,8 @@ def evaluate_retrieval(
     ``image_size`` defaults to the vision tower's current size (a stage's resolution). The model
     is put in eval mode for the call (no patch dropout) and given back in its previous mode.
     """
-    from clip_benchmark.metrics.zeroshot_retrieval import evaluate  # heavy import: only when evaluating
+    from clip_benchmark.metrics import zeroshot_retrieval  # heavy import: only when evaluating
+    from tqdm import tqdm
 
     root = Path(root)
     files = find_annotation_files(root)
@@ -141,13 +143,19 @@ def evaluate_retrieval(
     adapter, tokenize, cache = BenchmarkModel(model, truncate_dim), Tokenize(tokenizer, context_length), {}
     was_training = model.training
     model.eval()
+    # clip_benchmark draws a progress bar per language; TQDM_DISABLE no longer reaches a tqdm that
+    # transformers imported first, so its module-level name is swapped for a silent one meanwhile.
+    progress_bar, zeroshot_retrieval.tqdm = zeroshot_retrieval.tqdm, partial(tqdm, disable=True)
     try:
         results = {}
         for lang, path in files.items():
             dataset = CaptionedImages(path.parent, read_annotations(path), transform, cache)
             loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-            metrics = evaluate(adapter, loader, tokenize, device, amp=amp, recall_k_list=list(recall_k))
+            metrics = zeroshot_retrieval.evaluate(
+                adapter, loader, tokenize, device, amp=amp, recall_k_list=list(recall_k)
+            )
             results[lang] = {key: float(value) for key, value in sorted(metrics.items())}
         return results
     finally:
+        zeroshot_retrieval.tqdm = progress_bar
         model.train(was_training)

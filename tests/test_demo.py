@@ -31,8 +31,14 @@ def test_demo_runs_three_chained_stages_and_reports_retrieval(tmp_path, capsys):
     stage2 = (output / "runs" / "stage2" / "config.yaml").read_text()
     assert report["stages"]["stage1"]["checkpoint"] in stage2
 
+    # The closing step: the exported model searches the held-out images in several languages.
+    assert (output / "hf" / "config.json").is_file() and (output / "index" / "meta.json").is_file()
+    assert sorted(report["search"]) == sorted(demo.SEARCH_LANGUAGES)
+    assert all(0 <= r["top1"] <= r["queries"] == demo.SEARCH_QUERIES for r in report["search"].values())
+
     out = capsys.readouterr().out
     assert "stage3 (96 px): held-out retrieval" in out and "report:" in out
+    assert out.count("\n        -> ") == len(demo.SEARCH_LANGUAGES) * demo.SEARCH_QUERIES
 
 
 def test_refuses_a_non_empty_output(tmp_path):
