@@ -2,8 +2,8 @@
 
 1. generates the synthetic multilingual corpus into ``DIR/data`` (``data_pipelines.synthetic``);
 2. trains a small dual encoder through stages 1, 2 and 3 with the real trainer and the
-   ``configs/demo/stage{1,2,3}.yaml`` configs (Table 6's structure, scaled down: 56 -> 84 -> 112 px,
-   32 -> 64 -> 64 tokens), each stage starting from the previous one's final checkpoint;
+   ``configs/demo/stage{1,2,3}.yaml`` configs (Table 6's structure, scaled down: 64 -> 80 -> 96 px
+   with 8 px patches, 64 tokens), each stage starting from the previous one's final checkpoint;
 3. after each stage, scores held-out image <-> text retrieval in every language
    (:mod:`mmclip.retrieval`, clip_benchmark's metric) and writes ``DIR/report.json`` and a table;
 4. exports the final checkpoint as a Hugging Face directory (``DIR/hf``), indexes the held-out
@@ -174,21 +174,21 @@ def search_example(checkpoint: Path, output: Path, corpus: Path) -> dict:
     image first (``top1``) among ``SEARCH_QUERIES`` held-out captions.
     """
     from mmclip.export import export
-    from mmclip.search import build_index, query
+    from mmclip.search import SearchIndex, build_index, load_model, search
 
-    hf, index = output / "hf", output / "index"
+    hf, index_dir = output / "hf", output / "index"
     export(checkpoint, hf)
     images = corpus / "eval" / "clip_benchmark" / "xtd10" / "images"
-    build_index(hf, images=[images], output=index, progress=False)
-    annotations = json.loads((corpus / "eval" / "clip_benchmark" / "crossmodal3600_captions-en.json").read_text())
+    build_index(hf, images=[images], output=index_dir, progress=False)
+    index, model = SearchIndex.load(index_dir), load_model(hf)
     result = {}
-    print(f"search: {hf} over {len(annotations['image_paths'])} held-out images ({index})")
+    print(f"search: {hf} over {len(index.items)} held-out images ({index_dir})")
     for lang in SEARCH_LANGUAGES:
         captions = json.loads((corpus / "eval" / "clip_benchmark" / f"crossmodal3600_captions-{lang}.json").read_text())
         hits = 0
         for i in range(SEARCH_QUERIES):
             caption, want = captions["annotations"][i], Path(captions["image_paths"][i]).name
-            found = [Path(hit["path"]).name for hit in query(index, text=caption, k=3)]
+            found = [Path(hit["path"]).name for hit in search(index, model, text=caption, k=3)]
             hits += found[0] == want
             marks = " ".join(f"{name}{'*' if name == want else ''}" for name in found)
             print(f"  [{lang}] {caption}\n        -> {marks}")
