@@ -75,6 +75,20 @@ def test_another_seed_gives_other_samples():
     assert eval_sets.eval_page(zero, 0)[0] != eval_sets.eval_page(one, 0)[0]
 
 
+def test_document_share_is_a_corpus_setting():
+    def sources(document_every, builder):
+        ctx = samples.Context(0, LANGUAGES, document_every=document_every)
+        return [builder(ctx, i).source for i in range(16)]
+
+    for builder in (samples.image_text_short, samples.image_text_long):
+        default = sources(samples.DOCUMENT_EVERY, builder)
+        assert [i for i, s in enumerate(default) if s == samples.DOCUMENT_SOURCE] == [3, 7, 11, 15]
+        assert [i for i, s in enumerate(sources(8, builder)) if s == samples.DOCUMENT_SOURCE] == [7, 15]
+        assert set(sources(0, builder)) == {samples.SCENE_SOURCE}
+        # Scenes do not move when pages are dropped: sample i is the same scene in both corpora.
+        assert builder(samples.Context(0, LANGUAGES, document_every=0), 2) == builder(samples.Context(0, LANGUAGES), 2)
+
+
 def test_every_language_is_present_in_its_script(corpus):
     for name in ("image_text_short", "image_text_long", "text_pair", "text_triplet"):
         by_language = defaultdict(list)

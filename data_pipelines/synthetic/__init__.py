@@ -34,7 +34,7 @@ from mmclip.data.shards import ShardSetWriter, WriteSummary
 from .eval_sets import write_eval_sets
 from .languages import LANGUAGES
 from .render import SCENE_LONG_SIDE
-from .samples import TRAIN_SETS, Context
+from .samples import DOCUMENT_EVERY, TRAIN_SETS, Context
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"long side of the scene images in pixels (default {SCENE_LONG_SIDE}; document pages keep theirs)",
     )
     parser.add_argument(
+        "--document-every",
+        type=int,
+        default=DOCUMENT_EVERY,
+        help=f"every n-th image-text sample is a document page (default {DOCUMENT_EVERY}; 0: scenes only)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="generator processes (default: all cores)"
     )
 
@@ -114,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s is not empty; the synthetic corpus goes into a new directory", args.output)
         return 1
     languages = tuple(code for code in LANGUAGES if code in args.languages)
-    result = generate(args.output, args.size, args.seed, languages, args.workers, args.image_side)
+    if args.document_every < 0:
+        logger.error("--document-every must be >= 0, got %d", args.document_every)
+        return 2
+    result = generate(args.output, args.size, args.seed, languages, args.workers, args.image_side, args.document_every)
     for name, summary in result.summaries.items():
         print(f"train/{name}: {summary.format()}")
     evals, sizes = result.corpus["eval"], args.size.eval_sizes
@@ -140,10 +149,11 @@ def generate(
     languages: tuple[str, ...] = LANGUAGES,
     workers: int = 1,
     image_side: int = SCENE_LONG_SIDE,
+    document_every: int = DOCUMENT_EVERY,
 ) -> Generated:
     start = time.perf_counter()
     output = Path(output)
-    ctx = Context(seed, languages, image_side)
+    ctx = Context(seed, languages, image_side, document_every)
     texts: dict[str, None] = {}  # every training text once, in order, for the tokenizer
     summaries, sets = {}, {}
     with _mapper(workers) as imap:
@@ -166,6 +176,7 @@ def generate(
         "image_text_samples": plan.image_text,
         "languages": list(languages),
         "image_side": image_side,
+        "document_every": document_every,
         "train": sets,
         "eval": evals,
         "tokenizer": {"path": "tokenizer", "vocab_size": len(tokenizer), "trained_on_texts": len(texts)},

@@ -18,7 +18,7 @@ from .render import SCENE_LONG_SIDE, encode_jpeg, render_scene
 from .scenes import Scene, hard_negatives, sample_scene
 
 SINGLE_SHARE = 0.35  # one-group scenes, where a set mixes them with pairs
-DOCUMENT_EVERY = 4  # every 4th image-text sample is a document page: QA in mm;s, described in mm;l
+DOCUMENT_EVERY = 4  # by default every 4th image-text sample is a document page: QA in mm;s, described in mm;l
 SCENE_SOURCE, DOCUMENT_SOURCE = "synthetic/scenes", "synthetic/documents"
 
 
@@ -27,6 +27,10 @@ class Context:
     seed: int
     languages: tuple[str, ...]
     image_side: int = SCENE_LONG_SIDE  # long side of scene images, in pixels
+    document_every: int = DOCUMENT_EVERY  # every n-th image-text sample is a document page; 0: none
+
+    def is_document(self, index: int) -> bool:
+        return self.document_every > 0 and index % self.document_every == self.document_every - 1
 
     def language(self, index: int) -> str:
         """Languages take turns, so even a tiny corpus has every one."""
@@ -34,10 +38,10 @@ class Context:
 
 
 def image_text_short(ctx: Context, index: int) -> ImageText:
-    """One-sentence scene captions, with a "question answer" document page every ``DOCUMENT_EVERY``
+    """One-sentence scene captions, with a "question answer" document page every ``document_every``
     (the paper puts DocVQA-style QA sets among the short captions)."""
     rng = rng_for(ctx.seed, "image_text_short", index)
-    if index % DOCUMENT_EVERY == DOCUMENT_EVERY - 1:
+    if ctx.is_document(index):
         return document_record(f"short-{index:08d}", rng, pick(rng, ctx.languages), qa=True)
     scene = sample_scene(rng, pair=rng.random() >= SINGLE_SHARE)
     language, template = ctx.language(index), int(rng.integers(2))
@@ -46,10 +50,10 @@ def image_text_short(ctx: Context, index: int) -> ImageText:
 
 
 def image_text_long(ctx: Context, index: int) -> ImageText:
-    """Long scene captions, with a document page described at length every ``DOCUMENT_EVERY``."""
+    """Long scene captions, with a document page described at length every ``document_every``."""
     rng = rng_for(ctx.seed, "image_text_long", index)
     key = f"long-{index:08d}"
-    if index % DOCUMENT_EVERY == DOCUMENT_EVERY - 1:
+    if ctx.is_document(index):
         return document_record(key, rng, "en", qa=False)
     scene = sample_scene(rng, pair=True)
     language = ctx.language(index)
