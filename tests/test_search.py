@@ -14,17 +14,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipelines.synthetic.eval_sets import eval_image
 from data_pipelines.synthetic.languages import GRAMMARS
 from data_pipelines.synthetic.render import render_scene
+from data_pipelines.synthetic.samples import Context
 from data_pipelines.synthetic.scenes import COLOURS, Group, Scene
 from mmclip.cli import main
 from mmclip.export import export
-from mmclip.search import SearchError, SearchIndex, load_model, query
+from mmclip.search import SearchError, SearchIndex, load_model, query, search
 from mmclip.search.server import make_server
 
+from .conftest import REPO
 from .test_export import make_checkpoint
 
 LANGUAGES = ("en", "de", "fr", "zh", "ru")
+# The final checkpoint of a `make demo` run, its tokenizer and its corpus.json (README.md there).
+DEMO_MODEL = REPO / "tests" / "fixtures" / "demo_model"
+HELD_OUT_IMAGES = 20
 
 
 def scene(colour, shape="star"):
@@ -262,3 +268,39 @@ def test_web_page_answers_a_query_in_headless_chromium(server, chromium, tmp_pat
     assert pixels.shape == (600, 900, 3)
     # The thumbnails are drawn: some pixels carry the scenes' saturated colours, not just page greys.
     assert (pixels.max(-1).astype(int) - pixels.min(-1)).max() > 100
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """The demo's trained model, exported, and an index of the first held-out images of its corpus,
+    made again from the corpus seed: the eval stream, which no training sample is drawn from."""
+    root = tmp_path_factory.mktemp("held_out")
+    tokenizer = DEMO_MODEL / "tokenizer"
+    assert main(["export", str(DEMO_MODEL), "--output", str(root / "hf"), "--tokenizer", str(tokenizer)]) == 0
+    corpus = json.loads((DEMO_MODEL / "corpus.json").read_text())
+    ctx = Context(corpus["seed"], tuple(corpus["languages"]), corpus["image_side"])
+    (root / "images").mkdir()
+    captions = []
+    for i in range(HELD_OUT_IMAGES):
+        jpeg, by_language = eval_image(ctx, i)
+        (root / "images" / f"held_out_{i:02d}.jpg").write_bytes(jpeg)
+        captions.append(by_language)
+    assert main(["search", "index", str(root / "hf"), "--images", str(root / "images"), "--output", str(root / "index"), "--quiet"]) == 0
+    return root, captions
+
+
+def test_search_finds_held_out_images_from_captions_in_every_language(held_out, capsys):
+    root, captions = held_out
+    index, model = SearchIndex.load(root / "index"), load_model(root / "hf")
+    found = {}
+    for language in captions[0]:
+        firsts = [Path(search(index, model, text=c[language], k=1)[0]["path"]).name for c in captions]
+        found[language] = sum(name == f"held_out_{i:02d}.jpg" for i, name in enumerate(firsts))
+    # Chance is 1 in 20. Every caption's own image wins by at least 0.004 in cosine (median 0.11),
+    # far above fp32 differences between machines.
+    assert found == dict.fromkeys(captions[0], HELD_OUT_IMAGES), found
+
+    # The command line answers the same: a Chinese caption of image 3, its image first.
+    assert main(["search", "query", str(root / "index"), captions[3]["zh"], "--k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert Path(hits[0]["path"]).name == "held_out_03.jpg" and len(hits) == 3
