@@ -53,6 +53,14 @@ def _train(args: argparse.Namespace) -> int | None:
         return EXIT_PREEMPTED
 
 
+def _demo(args: argparse.Namespace) -> int:
+    if args.model == "lusifer":
+        from . import lusifer_demo
+
+        return lusifer_demo.main(args.output)
+    return demo.run(args)
+
+
 def _export(args: argparse.Namespace) -> None:
     from .export import export
 
@@ -152,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
     demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(run=demo.run)
+    demo_parser.add_argument(
+        "--model", choices=("clip", "lusifer"), default="clip",
+        help="clip: the dual encoder's three stages (default); lusifer: LUSIFER's alignment and finetuning "
+        "(text only; --size and --scale apply to clip)",
+    )
+    demo_parser.set_defaults(run=_demo)
     add_export_parser(commands)
     from .search.cli import add_search_parser
 

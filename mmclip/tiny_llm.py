@@ -5,6 +5,10 @@
 ``config.json``, ``model.safetensors`` and the tokenizer files, the same formats as a real
 Mistral directory, so every loading path is the one a 7B model takes. Like Mistral's own
 tokenizer it adds ``<s>`` and not ``</s>``; ``<pad>`` is its own token.
+
+The model is pretrained for ``pretrain_steps`` of causal language modelling on the same texts
+(transformers' own loss), because LUSIFER's alignment freezes the LLM: a randomly initialised one
+predicts the uniform distribution whatever its inputs, and there would be nothing to align to.
 """
 
 from __future__ import annotations
@@ -50,11 +54,23 @@ def train_llm_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str |
     return tokenizer
 
 
-def write_tiny_mistral(output_dir: str | Path, texts: Iterable[str], vocab_size: int = 2000, seed: int = 0, **sizes) -> Path:
-    """Tokenizer + ``MistralForCausalLM`` (``TINY_MISTRAL`` updated with ``sizes``) saved in ``output_dir``."""
+def write_tiny_mistral(
+    output_dir: str | Path,
+    texts: Iterable[str],
+    vocab_size: int = 2000,
+    seed: int = 0,
+    pretrain_steps: int = 200,
+    batch_size: int = 32,
+    max_length: int = 64,
+    lr: float = 3e-3,
+    **sizes,
+) -> Path:
+    """Tokenizer + ``MistralForCausalLM`` (``TINY_MISTRAL`` updated with ``sizes``), pretrained on
+    ``texts``, saved in ``output_dir``."""
     from transformers import MistralConfig, MistralForCausalLM
 
     output_dir = Path(output_dir)
+    texts = list(texts)
     tokenizer = train_llm_tokenizer(texts, vocab_size, output_dir)
     config = MistralConfig(
         **{**TINY_MISTRAL, **sizes},
@@ -66,5 +82,15 @@ def write_tiny_mistral(output_dir: str | Path, texts: Iterable[str], vocab_size:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MistralForCausalLM(config)
-    model.save_pretrained(str(output_dir))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        for step in range(pretrain_steps):
+            index = torch.randint(len(texts), (batch_size,)).tolist()
+            batch = tokenizer([texts[i] + tokenizer.eos_token for i in index], max_length=max_length,
+                              truncation=True, padding=True, return_tensors="pt")
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            loss = model(**batch, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval().save_pretrained(str(output_dir))
     return output_dir

@@ -40,6 +40,7 @@ class MMCLIPModel(PreTrainedModel):
     base_model_prefix = "clip"
     main_input_name = "input_ids"
     _supports_sdpa = True
+    modalities = ("text", "image")
 
     def __init__(self, config: MMCLIPConfig):
         super().__init__(config)
@@ -87,6 +88,10 @@ class MMCLIPModel(PreTrainedModel):
         if self._image_processor is None:
             self._image_processor = MMCLIPImageProcessor.from_pretrained(self.name_or_path)
         return self._image_processor
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.config.embed_dim
 
     @property
     def matryoshka_dims(self) -> list[int]:
