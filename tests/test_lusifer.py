@@ -162,11 +162,11 @@ def losses(run):
 
 
 def test_alignment_loss_falls(workspace):
-    config = stage_config(workspace, "falls", "align", steps=30,
+    config = stage_config(workspace, "falls", "align", steps=20,
                           checkpoint={"every_steps": 1000, "keep_last": 1}, seed=3)
     assert cli_main(["train", str(config), "--output", str(workspace / "falls")]) == 0
     log = losses(workspace / "falls")
-    assert sum(log[-5:]) / 5 < 0.85 * sum(log[:5]) / 5
+    assert sum(log[-5:]) / 5 < 0.9 * sum(log[:5]) / 5
 
 
 def test_both_stages_through_mmclip_train_resume_exactly(workspace):

@@ -244,6 +244,9 @@ class MultiStreamLoader:
             prefetch_factor=self.config.prefetch_factor if num_workers else None,
             pin_memory=self.pin_memory,
             worker_init_fn=_init_worker if num_workers else None,
+            # Starting an iterator draws a base seed from this generator (the global one by default),
+            # which would shift the training RNG (dropout, masking) of a resumed run by one draw.
+            generator=torch.Generator().manual_seed(self.config.seed),
         )
 
     def _consume(self, name: str, batch: dict[str, Any]) -> dict[str, Any]:
