@@ -30,6 +30,8 @@ def _info_memory(args: argparse.Namespace) -> None:
     from .train.memory import estimate_memory, format_memory
 
     config = load_config(TrainConfig, args.config, args.set)
+    if config.family != "clip":
+        raise ConfigError(f"{args.config}: family: --memory estimates the CLIP family only, got {config.family!r}")
     world_size = args.world_size or config.world_size or 1
     try:
         config.check_world_size(world_size)

@@ -22,14 +22,19 @@ PATH_KEYS = ("pretrained", "vision.pretrained", "text.pretrained", "text.tokeniz
 def load_model_config(source: str | Path | dict[str, Any] | CLIPConfig, overrides: Iterable[str] = ()) -> CLIPConfig:
     """Read and validate a model config; every path it names must exist."""
     config = load_config(CLIPConfig, source, overrides)
+    _check_paths(config, PATH_KEYS, source)
+    return config
+
+
+def _check_paths(config: Any, keys: Iterable[str], source: Any) -> None:
+    """Every path the config names under ``keys`` (dotted) must exist."""
     name = str(source) if isinstance(source, (str, Path)) else "<dict>"
-    for key in PATH_KEYS:
+    for key in keys:
         node: Any = config
         for part in key.split("."):
             node = getattr(node, part)
         if node is not None and not Path(node).exists():
             raise ConfigError(f"{name}: {key}: no such file or directory: {node}")
-    return config
 
 
 def create_model(
@@ -73,13 +78,8 @@ LUSIFER_PATH_KEYS = ("llm_pretrained", "llm_tokenizer", "encoder.pretrained", "e
 def load_lusifer_config(source: str | Path | dict[str, Any] | LusiferConfig, overrides: Iterable[str] = ()) -> LusiferConfig:
     """Read and validate a LUSIFER model config; ``llm`` comes from ``llm_pretrained``'s config.json if given."""
     config = load_config(LusiferConfig, source, overrides)
+    _check_paths(config, LUSIFER_PATH_KEYS, source)
     name = str(source) if isinstance(source, (str, Path)) else "<dict>"
-    for key in LUSIFER_PATH_KEYS:
-        node: Any = config
-        for part in key.split("."):
-            node = getattr(node, part)
-        if node is not None and not Path(node).exists():
-            raise ConfigError(f"{name}: {key}: no such file or directory: {node}")
     if config.llm_pretrained is not None:
         llm_json = Path(config.llm_pretrained) / "config.json"
         if not llm_json.is_file():

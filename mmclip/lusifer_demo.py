@@ -82,13 +82,14 @@ def description(ctx, index: int):
 def stage_overrides(stage: str, output: Path, init_from: Path | None) -> list[str]:
     """Point a demo config at the generated corpus, its tokenizers and the tiny Mistral; chain the stages."""
     from .config import load_yaml
+    from .tokenizer import load_tokenizer
 
     config = load_yaml(CONFIG_DIR / STAGES[stage])
     data = output / "data"
     overrides = [f"model={json.dumps(str(REPO / config['model']))}"]
     for name, stream in config["data"]["streams"].items():
         overrides.append(f"data.streams.{name}.shards={json.dumps([str(output / s) for s in stream['shards']])}")
-    vocab_size = len(json.loads((data / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"])
+    vocab_size = len(load_tokenizer(data / "tokenizer"))
     model_overrides = [
         f"encoder.tokenizer={data / 'tokenizer'}", f"encoder.vocab_size={vocab_size}",
         f"llm_pretrained={data / 'mistral'}", f"llm_tokenizer={data / 'mistral'}",

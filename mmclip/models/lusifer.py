@@ -88,7 +88,7 @@ class LusiferModel(nn.Module):
         super().__init__()
         self.config = config
         llm_config = mistral_config(config)
-        self.encoder = XLMRobertaTextTower(config.encoder, "sdpa")
+        self.encoder = XLMRobertaTextTower(config.encoder, "auto")  # packed (unpadded) on GPU
         self.connector = Connector(config.encoder.hidden_size, llm_config.hidden_size, llm_config.initializer_range)
         self.llm = MistralModel(llm_config)
         self.lm_head = nn.Linear(llm_config.hidden_size, llm_config.vocab_size, bias=False) if lm_head else None

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from .configuration_lusifer import LusiferHFConfig
 from .lusifer import LusiferModel
+from .modeling_mmclip import encode_in_batches
 
 
 class LusiferHFModel(PreTrainedModel):
@@ -63,23 +64,9 @@ class LusiferHFModel(PreTrainedModel):
         instruction (``config.task_instructions``). Batched longest first, returned in input order."""
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
-        dim = self.check_truncate_dim(truncate_dim)
         if task is not None:
             if task not in self.config.task_instructions:
                 raise ValueError(f"unknown task {task!r}; this model knows {sorted(self.config.task_instructions) or 'none'}")
             texts = [self.config.task_instructions[task] + text for text in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.zeros((len(texts), dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            batch = order[start : start + batch_size]
-            tokens = self.tokenizer(
-                [texts[i] for i in batch],
-                padding=True,
-                truncation=True,
-                max_length=self.config.context_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            ).to(self.device)
-            embeds = self.lusifer.encode_text(tokens["input_ids"], tokens["attention_mask"])
-            out[batch] = embeds.float().cpu().numpy()
+        out = encode_in_batches(self, texts, self.get_text_features, self.check_truncate_dim(truncate_dim), batch_size)
         return out[0] if single else out

@@ -83,7 +83,8 @@ class LusiferFamily(ModelFamily):
         self.kinds = {name: stream.kind for name, stream in config.data.streams.items()}
         dims = config.loss.matryoshka_dims or [model_config.embed_dim]
         self.loss_fn = InfoNCELoss(dims, config.loss.matryoshka_weights)
-        self.mask_token_id: int | None = None
+        self.mask_token_id: int | None = None  # alignment: the encoder tokenizer's <mask> and special ids
+        self.special_ids = torch.tensor([], dtype=torch.long)
 
     @staticmethod
     def load_model_config(config: TrainConfig, path: str | Path) -> LusiferConfig:
