@@ -59,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.model == "lusifer":
         from . import lusifer_demo
 
-        return lusifer_demo.main(args.output)
+        return lusifer_demo.main(args.output, args.scale)
     return demo.run(args)
 
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument(
         "--model", choices=("clip", "lusifer"), default="clip",
         help="clip: the dual encoder's three stages (default); lusifer: LUSIFER's alignment and finetuning "
-        "(text only; --size and --scale apply to clip)",
+        "(text only; --size and --workers apply to clip, --scale to both)",
     )
     demo_parser.set_defaults(run=_demo)
     add_export_parser(commands)

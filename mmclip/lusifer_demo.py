@@ -30,11 +30,12 @@ CONFIG_DIR = REPO / "configs" / "lusifer"
 STAGES = {"align": "demo_align.yaml", "finetune": "demo_finetune.yaml"}
 SIZES = {"texts": 800, "pairs": 800, "triplets": 600, "eval_queries": 40}
 ENCODER_VOCAB, LLM_VOCAB = 2000, 2000
+LLM_PRETRAIN_STEPS = 200
 SEED = 0
 
 
-def write_corpus(directory: Path, sizes: dict[str, int] = SIZES, seed: int = SEED) -> dict:
-    """The demo's data (see the module docstring); returns its counts for the report."""
+def write_corpus(directory: Path, scale: float = 1.0, seed: int = SEED) -> dict:
+    """The demo's data (see the module docstring), ``scale`` times ``SIZES``; its counts for the report."""
     from data_pipelines.synthetic.eval_sets import write_text_retrieval
     from data_pipelines.synthetic.languages import LANGUAGES
     from data_pipelines.synthetic.samples import Context, text_pair, text_triplet
@@ -44,6 +45,7 @@ def write_corpus(directory: Path, sizes: dict[str, int] = SIZES, seed: int = SEE
     from .tokenizer import train_tokenizer
 
     ctx = Context(seed, LANGUAGES)
+    sizes = {name: max(16, round(size * scale)) for name, size in SIZES.items()}
     texts: dict[str, None] = {}
     records = {
         "text": (description(ctx, i) for i in range(sizes["texts"])),
@@ -61,7 +63,8 @@ def write_corpus(directory: Path, sizes: dict[str, int] = SIZES, seed: int = SEE
     write_text_retrieval(directory / "eval" / "text_retrieval", ctx, sizes["eval_queries"])
     corpus = list(texts)
     train_tokenizer(corpus, ENCODER_VOCAB, directory / "tokenizer")
-    write_tiny_mistral(directory / "mistral", corpus, vocab_size=LLM_VOCAB, seed=seed)
+    write_tiny_mistral(directory / "mistral", corpus, vocab_size=LLM_VOCAB, seed=seed,
+                       pretrain_steps=max(10, round(LLM_PRETRAIN_STEPS * scale)))
     return {"train": counts, "eval_queries_per_language": sizes["eval_queries"], "languages": list(LANGUAGES)}
 
 
@@ -79,7 +82,7 @@ def description(ctx, index: int):
     return Text(f"text-{index:08d}", text, language, "synthetic/scenes")
 
 
-def stage_overrides(stage: str, output: Path, init_from: Path | None) -> list[str]:
+def stage_overrides(stage: str, output: Path, init_from: Path | None, scale: float = 1.0) -> list[str]:
     """Point a demo config at the generated corpus, its tokenizers and the tiny Mistral; chain the stages."""
     from .config import load_yaml
     from .tokenizer import load_tokenizer
@@ -97,6 +100,9 @@ def stage_overrides(stage: str, output: Path, init_from: Path | None) -> list[st
     overrides.append(f"model_overrides={json.dumps(model_overrides)}")
     if init_from is not None:
         overrides.append(f"init_from={json.dumps(str(init_from))}")
+    if scale != 1.0:
+        steps = max(2, round(config["steps"] * scale))
+        overrides += [f"steps={steps}", f"optimizer.warmup_steps={round(config['optimizer']['warmup_steps'] * scale)}"]
     return overrides
 
 
@@ -108,7 +114,7 @@ def evaluate(model_dir: Path, data: Path) -> dict[str, float]:
     return run_tasks(MMCLIPEncoder(model_dir), [task])[task.metadata.name]
 
 
-def main(output: Path) -> int:
+def main(output: Path, scale: float = 1.0) -> int:
     """The command: into a new directory, on every core."""
     import torch
 
@@ -118,26 +124,27 @@ def main(output: Path) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     try:
-        run(output)
+        run(output, scale)
     finally:
         torch.set_num_threads(threads)
     return 0
 
 
-def run(output: Path) -> dict:
+def run(output: Path, scale: float = 1.0) -> dict:
+    """The demo into ``output``; ``scale`` multiplies the corpus, the LLM's pretraining and the steps."""
     from .export import export
     from .train import train
 
     start = time.perf_counter()
-    report: dict = {"stages": {}}
+    report: dict = {"scale": scale, "stages": {}}
     data = output / "data"
-    report["corpus"] = write_corpus(data)
+    report["corpus"] = write_corpus(data, scale)
     report["corpus_seconds"] = round(time.perf_counter() - start, 1)
     checkpoint = None
     for stage, name in STAGES.items():
         stage_start = time.perf_counter()
         run_dir = output / "runs" / stage
-        checkpoint = Path(train(CONFIG_DIR / name, run_dir, overrides=stage_overrides(stage, output, checkpoint)))
+        checkpoint = Path(train(CONFIG_DIR / name, run_dir, overrides=stage_overrides(stage, output, checkpoint, scale)))
         train_seconds = time.perf_counter() - stage_start
         hf = output / ("hf" if stage == "finetune" else f"hf_{stage}")
         export(checkpoint, hf)

@@ -310,3 +310,21 @@ def test_stage_configs_are_table_4(stage):
         assert config.zero_stage < 3 and config.grad_cache_chunk  # GradCache's requirement
     model = load_config(LusiferConfig, REPO / config.model)
     assert model.encoder.hidden_size == 1024 and model.encoder.depth == 24 and model.temperature == 0.05
+
+
+def test_demo_runs_both_stages_and_scores_retrieval_per_language(tmp_path, capsys):
+    """`mmclip demo --model lusifer` at a twentieth of its size: corpus, tiny Mistral, both stages,
+    an export after each, mteb retrieval on the exports, the report."""
+    output = tmp_path / "demo"
+    assert cli_main(["demo", "--model", "lusifer", "--output", str(output), "--scale", "0.05"]) == 0
+    report = json.loads((output / "report.json").read_text())
+    assert list(report["stages"]) == ["align", "finetune"]
+    languages = sorted(report["corpus"]["languages"])
+    for stage in report["stages"].values():
+        assert sorted(stage["ndcg@10"]) == languages and all(0 <= v <= 1 for v in stage["ndcg@10"].values())
+        assert stage["loss"]["last"] > 0
+    assert sorted(report["finetune_improves"]) == languages
+    assert report["stages"]["align"]["checkpoint"] in (output / "runs" / "finetune" / "config.yaml").read_text()
+    assert AutoModel.from_pretrained(str(output / "hf"), trust_remote_code=True).encode_text("ein Würfel").shape == (64,)
+    out = capsys.readouterr().out
+    assert "finetune: held-out text retrieval, nDCG@10" in out and "mean nDCG@10: alignment" in out
