@@ -1,5 +1,5 @@
 #!/bin/bash
-# LUSIFER stage 2, representation finetuning (LoRA on XLM-R and Mistral-7B, GradCache, ZeRO-2), Table 4
+# LUSIFER stage 2, representation finetuning (LoRA on XLM-R and Mistral-7B sharded with ZeRO-3, GradCache), Table 4
 #
 #   sbatch slurm/lusifer_finetune.sh                              # from the repository root, 1 node x 8 GPUs
 #   MMCLIP_OUTPUT=runs/l2 MMCLIP_SET="model_overrides=[llm_pretrained=/models/mistral]" sbatch slurm/lusifer_finetune.sh

@@ -30,13 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import MistralConfig, MistralModel
+from transformers.utils import ModelOutput
 
 from .configuration import LusiferConfig
 from .xlm_roberta import XLMRobertaTextTower
 
 
 @dataclass
-class LusiferOutput:
+class LusiferOutput(ModelOutput):
+    """A ``ModelOutput`` (a dict underneath), so ZeRO-3's hooks find the tensors in it."""
+
     text_embeds: torch.Tensor | None = None  # [B, llm width], unnormalised (embedding mode)
     loss: torch.Tensor | None = None  # next-token cross-entropy over the labelled targets (LM mode)
 

@@ -172,8 +172,10 @@ class TrainConfig:
             key = f"grad_cache_chunk.{name}"
             _require(name in self.data.streams, key, f"no such stream; streams are {list(self.data.streams)}")
             _require(chunk > 0, key, "must be positive")
-        # ZeRO-3 partitions the temperatures outside the forward, where GradCache's loss reads them.
-        _require(not self.grad_cache_chunk or self.zero_stage < 3, "grad_cache_chunk", "needs zero_stage 0, 1 or 2")
+        # ZeRO-3 partitions the learned temperatures outside the forward, where GradCache's loss reads
+        # them; LUSIFER's is a fixed buffer, which ZeRO-3 leaves whole.
+        _require(not self.grad_cache_chunk or self.zero_stage < 3 or self.family == "lusifer", "grad_cache_chunk",
+                 "needs zero_stage 0, 1 or 2 (the CLIP family's temperatures are learned)")
         if self.world_size is not None:
             self.check_world_size(self.world_size)
 
