@@ -2,7 +2,9 @@
 
 Input: JSONL, CSV/TSV or Parquet (image paths or image bytes), a folder of images with caption
 files (``cat.jpg`` + ``cat.txt``), or a Hugging Face dataset saved with ``save_to_disk``. Each row
-becomes an image-text, text-pair or text-triplet record (``--kind``); workers read, check and
+becomes an image-text, text-pair, text-triplet or plain-text record (``--kind``): MS MARCO-style
+rows ``{"query", "positive": [...], "negative": [...]}`` (a list's first positive is taken) and
+Wikitext-style rows ``{"text"}`` (headings and blank lines fall to ``--min-words``); workers read, check and
 resize samples in parallel and the main process drops duplicates, optionally keeps the
 image-caption pairs a CLIP model scores highest, and writes the shards. Every left-out sample is
 recorded with a reason in ``skipped.jsonl`` and counted in the summary.
@@ -31,7 +33,17 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from PIL import ExifTags, Image
 from tqdm import tqdm
 
-from mmclip.data.formats import CAPTION_KINDS, KINDS, PAIR_KINDS, BadSample, ImageText, Record, TextPair, TextTriplet
+from mmclip.data.formats import (
+    CAPTION_KINDS,
+    KINDS,
+    PAIR_KINDS,
+    BadSample,
+    ImageText,
+    Record,
+    Text,
+    TextPair,
+    TextTriplet,
+)
 from mmclip.data.shards import ShardSetWriter, WriteSummary
 from mmclip.data.transforms import open_image
 
@@ -133,6 +145,7 @@ def _fields(args: argparse.Namespace) -> set[str]:
         args.query_field,
         args.positive_field,
         args.negatives_field,
+        args.text_field,
         *(args.long_caption_fields or "").split(","),
     ]
     return {name for name in names if name}
@@ -181,7 +194,11 @@ class SamplePreparer:
             width, height = stored.size
             record = ImageText(key, image, image_format, caption, language, args.source, caption_kind, width, height)
             return Prepared(key, record, image_hash=filters.image_hash(stored) if args.dedup else None)
-        query, positive = _text(row, args.query_field), _text(row, args.positive_field)
+        if args.kind == "text":
+            text = _text(row, args.text_field)
+            _check(filters.check_words(text, args.min_words))
+            return Prepared(key, Text(key, text, self._language(row, text), args.source))
+        query, positive = _text(row, args.query_field), _positive(row, args.positive_field)
         language = self._language(row, query)
         if args.kind == "text_pair":
             return Prepared(key, TextPair(key, query, positive, language, args.source, args.pair_kind))
@@ -256,6 +273,16 @@ def _text(row: Row, field: str, required: bool = True) -> str | None:
     if not text and required:
         raise Reject("missing_field" if value is None else "empty_text", field)
     return text or None
+
+
+def _positive(row: Row, field: str) -> str:
+    """A text, or the first of a list of texts (MS MARCO-style ``positive: [...]``)."""
+    value = row.get(field)
+    if isinstance(value, list):
+        if not value:
+            raise Reject("empty_text", f"{field} is an empty list")
+        return _text({field: value[0]}, field)
+    return _text(row, field)
 
 
 def _negatives(row: Row, field: str) -> list[str]:
@@ -437,12 +464,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     fields.add_argument("--caption-kind", choices=CAPTION_KINDS, help="default: short, or qa / long as above")
     fields.add_argument("--query-field", default="query")
-    fields.add_argument("--positive-field", default="positive")
-    fields.add_argument("--negatives-field", default="negatives", help="a list of strings, or a JSON list in CSV")
+    fields.add_argument(
+        "--positive-field", default="positive", help="a text, or a list of texts (the first is taken)"
+    )
+    fields.add_argument(
+        "--negatives-field", default="negatives", help="a list of strings, or a JSON list in CSV (MS MARCO style: negative)"
+    )
+    fields.add_argument("--text-field", default="text", help="--kind text: the passage (Wikitext style)")
     fields.add_argument("--pair-kind", choices=PAIR_KINDS, default="other", help="text_pair metadata")
 
     checks = parser.add_argument_group("filters (0 turns a numeric one off)")
-    checks.add_argument("--min-words", type=int, default=5, help="image captions; CJK counts 2 characters a word")
+    checks.add_argument(
+        "--min-words", type=int, default=5, help="image captions and plain texts; CJK counts 2 characters a word"
+    )
     checks.add_argument("--max-aspect-ratio", type=float, default=3.0, help="longer side over shorter side")
     checks.add_argument(
         "--max-image-pixels", type=int, default=Image.MAX_IMAGE_PIXELS, help="larger images are decompression bombs"

@@ -19,7 +19,7 @@ from typing import Any
 import webdataset as wds
 from PIL import Image
 
-from mmclip.data.formats import KINDS, BadSample, ImageText, Record, decode
+from mmclip.data.formats import KINDS, BadSample, ImageText, Record, Text, decode
 from mmclip.data.shards import SKIPPED, read_shard_set
 
 from .filters import count_words
@@ -103,6 +103,8 @@ def _count(record: Record, report: dict[str, Any]) -> None:
     report["languages"][record.language or "unknown"] += 1
     if isinstance(record, ImageText):
         texts = {"caption": record.caption}
+    elif isinstance(record, Text):
+        texts = {"text": record.text}
     else:
         texts = {"query": record.query, "positive": record.positive}
     for field, text in texts.items():

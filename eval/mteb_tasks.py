@@ -1,8 +1,11 @@
 """MTEB 2.x: an encoder with real model metadata, local tasks in mteb's own task classes, ViDoRe.
 
-* :class:`MMCLIPEncoder`: ``mteb.models.AbsEncoder`` over an ``mmclip export`` directory, text and
-  image inputs, at the full width or a Matryoshka prefix; ``ModelMeta`` names the model, its
-  revision (a fingerprint of config + weights), parameters, dims, languages and modalities.
+* :class:`MMCLIPEncoder`: ``mteb.models.AbsEncoder`` over an ``mmclip export`` directory (the dual
+  encoder: text and images, at the full width or a Matryoshka prefix; LUSIFER: text), with a
+  ``ModelMeta`` naming the model, its revision (a fingerprint of config + weights), parameters,
+  dims, languages and modalities.
+* :data:`LUSIFER_BENCHMARK`: the LUSIFER paper's evaluation tasks by mteb name, per language
+  (:func:`lusifer_tasks`; they download from the hub).
 * :func:`local_sts`, :func:`local_text_retrieval`: ``AbsTaskSTS`` / ``AbsTaskRetrieval`` read from
   the synthetic corpus's ``eval/sts`` and ``eval/text_retrieval`` (one hf_subset per language).
 * :func:`vidore_task`: mteb's own ViDoRe task class (``VidoreArxivQARetrieval``: its loader,
@@ -32,13 +35,118 @@ ISO = {
 }  # fmt: skip
 QUERY_TASK = "retrieval.query"  # jina-clip-v2's instruction, used for queries when the model has it
 
+# The LUSIFER paper's evaluation (Man et al., 2025, Appendix B: 14 languages, 123 datasets), by
+# ISO 639-3 language, under the names mteb 2.x knows (three typos of the paper's tables fixed:
+# BIOSSES, MTOPIntentClassification, XNLIV2; renamed tasks resolve through mteb's aliases).
+LUSIFER_BENCHMARK = {
+    "spa": [
+        "AmazonReviewsClassification", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "MTOPIntentClassification", "MultilingualSentimentClassification", "TweetSentimentClassification",
+        "SpanishNewsClassification", "PawsXPairClassification", "XNLI", "SpanishNewsClusteringP2P",
+        "MLSUMClusteringP2P", "MLSUMClusteringS2S", "SIB200ClusteringS2S",
+        "MultiEURLEXMultilabelClassification", "BelebeleRetrieval", "MintakaRetrieval", "STS17", "STS22",
+        "STSBenchmarkMultilingualSTS"
+    ],
+    "eng": [
+        "AmazonCounterfactualClassification", "AmazonPolarityClassification", "AmazonReviewsClassification",
+        "Banking77Classification", "EmotionClassification", "ImdbClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "MTOPDomainClassification", "MTOPIntentClassification",
+        "ToxicConversationsClassification", "TweetSentimentExtractionClassification",
+        "SprintDuplicateQuestions", "TwitterSemEval2015", "TwitterURLCorpus", "ArxivClusteringP2P",
+        "ArxivClusteringS2S", "BiorxivClusteringP2P", "BiorxivClusteringS2S", "MedrxivClusteringP2P",
+        "MedrxivClusteringS2S", "RedditClustering", "RedditClusteringP2P", "StackExchangeClustering",
+        "StackExchangeClusteringP2P", "TwentyNewsgroupsClustering", "AskUbuntuDupQuestions",
+        "MindSmallReranking", "SciDocsRR", "StackOverflowDupQuestions", "ArguAna", "ClimateFEVER",
+        "CQADupstackTexRetrieval", "DBPedia", "FEVER", "FiQA2018", "HotpotQA", "MSMARCO", "NFCorpus", "NQ",
+        "QuoraRetrieval", "SCIDOCS", "SciFact", "Touche2020", "TRECCOVID", "STS12", "STS13", "STS14", "STS15",
+        "STS16", "STS17", "STS22", "BIOSSES", "SICK-R", "STSBenchmark", "SummEval"
+    ],
+    "rus": [
+        "GeoreviewClassification", "HeadlineClassification", "InappropriatenessClassification",
+        "KinopoiskClassification", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "RuReviewsClassification", "RuSciBenchGRNTIClassification", "RuSciBenchOECDClassification",
+        "GeoreviewClusteringP2P", "RuSciBenchGRNTIClusteringP2P", "RuSciBenchOECDClusteringP2P", "TERRa",
+        "RiaNewsRetrieval", "RuBQRetrieval", "RuSTSBenchmarkSTS", "STS22"
+    ],
+    "fra": [
+        "AmazonReviewsClassification", "MTOPIntentClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "TweetSentimentClassification", "SIB200Classification",
+        "FrenchBookReviews", "PawsXPairClassification", "RTE3", "XNLI", "MasakhaNEWSClusteringP2P",
+        "MasakhaNEWSClusteringS2S", "MLSUMClusteringP2P", "MLSUMClusteringS2S", "HALClusteringS2S",
+        "SIB200ClusteringS2S", "MultiEURLEXMultilabelClassification", "BelebeleRetrieval", "MintakaRetrieval",
+        "OpusparcusPC", "STS17", "SICKFr", "STS22", "STSBenchmarkMultilingualSTS", "SummEvalFr"
+    ],
+    "vie": [
+        "MassiveIntentClassification", "MassiveScenarioClassification", "MultilingualSentimentClassification",
+        "SIB200Classification", "VieStudentFeedbackClassification", "XNLI", "SIB200ClusteringS2S",
+        "BelebeleRetrieval", "MLQARetrieval", "VieQuADRetrieval"
+    ],
+    "fas": [
+        "MassiveScenarioClassification", "MassiveIntentClassification", "MultilingualSentimentClassification",
+        "FarsTail", "WikipediaRerankingMultilingual", "WikipediaRetrievalMultilingual"
+    ],
+    "ind": [
+        "IndonesianMongabayConservationClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "SIB200Classification", "indonli", "SIB200ClusteringS2S",
+        "BelebeleRetrieval", "SemRel24STS"
+    ],
+    "ara": [
+        "TweetEmotionClassification", "ArEntail", "XNLI", "MintakaRetrieval", "MLQARetrieval", "STS17", "STS22"
+    ],
+    "fin": [
+        "FinToxicityClassification", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "MultilingualSentimentClassification", "SIB200Classification", "WikipediaRerankingMultilingual",
+        "BelebeleRetrieval", "WikipediaRetrievalMultilingual", "OpusparcusPC", "FinParaSTS"
+    ],
+    "kor": [
+        "MassiveIntentClassification", "MassiveScenarioClassification", "KorSarcasmClassification",
+        "SIB200Classification", "KorHateSpeechMLClassification", "PawsXPairClassification", "KLUE-TC",
+        "SIB200ClusteringS2S", "Ko-StrategyQA", "BelebeleRetrieval", "KLUE-STS", "KorSTS", "STS17"
+    ],
+    "hin": [
+        "MTOPIntentClassification", "SentimentAnalysisHindi", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "SIB200Classification", "TweetSentimentClassification", "XNLI",
+        "IndicReviewsClusteringP2P", "SIB200ClusteringS2S", "WikipediaRerankingMultilingual",
+        "BelebeleRetrieval", "MintakaRetrieval", "MLQARetrieval", "WikipediaRetrievalMultilingual",
+        "IndicCrosslingualSTS", "SemRel24STS"
+    ],
+    "ben": [
+        "BengaliDocumentClassification", "BengaliHateSpeechClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "XNLIV2", "IndicReviewsClusteringP2P", "SIB200ClusteringS2S",
+        "WikipediaRerankingMultilingual", "BelebeleRetrieval", "IndicQARetrieval",
+        "WikipediaRetrievalMultilingual", "IndicCrosslingualSTS"
+    ],
+    "tel": [
+        "IndicNLPNewsClassification", "IndicSentimentClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "SIB200Classification", "TeluguAndhraJyotiNewsClassification",
+        "IndicReviewsClusteringP2P", "SIB200ClusteringS2S", "BelebeleRetrieval", "IndicQARetrieval",
+        "IndicCrosslingualSTS", "SemRel24STS"
+    ],
+    "swa": [
+        "AfriSentiClassification", "MasakhaNEWSClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "SwahiliNewsClassification", "XNLI", "MasakhaNEWSClusteringP2P",
+        "MasakhaNEWSClusteringS2S"
+    ],
+}
+
+
+def lusifer_tasks(languages: list[str] | None = None) -> list:
+    """mteb tasks of the LUSIFER benchmark, each restricted to its language's subsets (needs the hub)."""
+    import mteb
+
+    tasks = []
+    for language in languages or LUSIFER_BENCHMARK:
+        if language not in LUSIFER_BENCHMARK:
+            raise ValueError(f"the LUSIFER benchmark has no language {language!r}; it has {sorted(LUSIFER_BENCHMARK)}")
+        tasks += mteb.get_tasks(tasks=LUSIFER_BENCHMARK[language], languages=[language])
+    return tasks
+
 
 def model_meta(model, model_dir: Path, truncate_dim: int | None):
     from mteb.models.model_meta import ModelMeta, ScoringFunction
 
     from mmclip.search.index import model_fingerprint
 
-    clip = model.clip.config
     name = f"mmclip/{model_dir.name}" + (f"-d{truncate_dim}" if truncate_dim else "")
     return ModelMeta.create_empty(
         overwrites={
@@ -47,12 +155,12 @@ def model_meta(model, model_dir: Path, truncate_dim: int | None):
             "languages": sorted(set(ISO.values())),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "max_tokens": model.config.context_length,
-            "embed_dim": truncate_dim or clip.embed_dim,
+            "embed_dim": truncate_dim or model.embed_dim,
             "open_weights": True,
             "framework": ["PyTorch"],
             "similarity_fn_name": ScoringFunction.COSINE,
             "use_instructions": bool(model.config.task_instructions),
-            "modalities": ["text", "image"],
+            "modalities": list(model.modalities),
             "public_training_code": "https://github.com/mmclip/mmclip",
         }
     )

@@ -30,6 +30,8 @@ def _info_memory(args: argparse.Namespace) -> None:
     from .train.memory import estimate_memory, format_memory
 
     config = load_config(TrainConfig, args.config, args.set)
+    if config.family != "clip":
+        raise ConfigError(f"{args.config}: family: --memory estimates the CLIP family only, got {config.family!r}")
     world_size = args.world_size or config.world_size or 1
     try:
         config.check_world_size(world_size)
@@ -51,6 +53,14 @@ def _train(args: argparse.Namespace) -> int | None:
     except Preempted as stop:
         logging.getLogger("mmclip.train").warning("%s; exit status %d (requeue, then --resume auto)", stop, EXIT_PREEMPTED)
         return EXIT_PREEMPTED
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.model == "lusifer":
+        from . import lusifer_demo
+
+        return lusifer_demo.main(args.output, args.scale)
+    return demo.run(args)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -152,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
     demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(run=demo.run)
+    demo_parser.add_argument(
+        "--model", choices=("clip", "lusifer"), default="clip",
+        help="clip: the dual encoder's three stages (default); lusifer: LUSIFER's alignment and finetuning "
+        "(text only; --size and --workers apply to clip, --scale to both)",
+    )
+    demo_parser.set_defaults(run=_demo)
     add_export_parser(commands)
     from .search.cli import add_search_parser
 

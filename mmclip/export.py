@@ -16,6 +16,10 @@ The output loads offline with ``AutoModel.from_pretrained(DIR, trust_remote_code
     modules.json, sentence_bert_config.json, config_sentence_transformers.json, 1_Normalize/
                                     sentence-transformers: text and images, then Normalize
 
+A LUSIFER training checkpoint (its ``model.yaml`` names an LLM) becomes ``config.json`` with
+``LusiferHFConfig`` / ``LusiferHFModel`` (``encode_text``), ``model.safetensors`` under ``lusifer.``
+(LoRA merged, no LM head), the same remote code, the encoder's tokenizer and ``llm_tokenizer/``.
+
 Everything is written into ``DIR.tmp`` and renamed, so ``DIR`` is complete or absent.
 """
 
@@ -29,11 +33,13 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from .config import ConfigError
 from .factory import create_model, load_model_config
 from .models import MMCLIP
+from .models.configuration_lusifer import LusiferHFConfig
 from .models.configuration_mmclip import MMCLIPConfig
 from .models.processing_mmclip import MMCLIPImageProcessor, MMCLIPProcessor
 
@@ -46,6 +52,10 @@ TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_confi
 AUTO_MAP = {
     "AutoConfig": "configuration_mmclip.MMCLIPConfig",
     "AutoModel": "modeling_mmclip.MMCLIPModel",
+}
+LUSIFER_AUTO_MAP = {
+    "AutoConfig": "configuration_lusifer.LusiferHFConfig",
+    "AutoModel": "modeling_lusifer.LusiferHFModel",
 }
 PROCESSOR_AUTO_MAP = {
     "AutoImageProcessor": "processing_mmclip.MMCLIPImageProcessor",
@@ -107,14 +117,34 @@ def export(
     context_length: int | None = None,
     overrides=(),
 ) -> Path:
-    """Write the Hugging Face directory of ``source`` to ``output`` (see the module docstring)."""
-    from transformers import AutoTokenizer
-
+    """Write the Hugging Face directory of ``source`` to ``output`` (see the module docstring);
+    a LUSIFER training checkpoint gets :func:`write_lusifer`'s layout."""
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ConfigError(f"{output}: exists and is not empty; export writes a new directory")
+    write = write_lusifer if is_lusifer_checkpoint(source) else write_clip
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(Path(source), tmp, dtype, config, tokenizer, context_length, overrides)
+        for module in sorted(MODELS_DIR.glob("*.py")):
+            if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
+                shutil.copy2(module, tmp / module.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(output, ignore_errors=True)
+    os.replace(tmp, output)
+    logger.info("exported %s -> %s (%s)", source, output, dtype)
+    return output
+
+
+def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_length: int | None, overrides) -> None:
+    from transformers import AutoTokenizer
+
     loaded = load_source(source, config, overrides)
     tokenizer_dir = Path(tokenizer) if tokenizer else loaded.tokenizer
     if tokenizer_dir is None:
@@ -128,9 +158,6 @@ def export(
     context_length = context_length or loaded.context_length
     text_tokenizer.model_max_length = context_length
 
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     clip_fields = _portable_config(loaded.model)
     hf_config = MMCLIPConfig(
         clip=clip_fields,
@@ -145,9 +172,6 @@ def export(
         f"clip.{key}": value.detach().to(DTYPES[dtype]).contiguous() for key, value in loaded.model.state_dict().items()
     }
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    for module in sorted(MODELS_DIR.glob("*.py")):
-        if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
-            shutil.copy2(module, tmp / module.name)
     text_tokenizer.save_pretrained(str(tmp))
     image_processor = MMCLIPImageProcessor(size=loaded.model.config.vision.image_size)
     image_processor.save_pretrained(str(tmp))
@@ -156,10 +180,68 @@ def export(
         _add_auto_map(tmp / name, PROCESSOR_AUTO_MAP)
     _write_sentence_transformers_files(tmp, loaded.task_instructions)
     (tmp / "README.md").write_text(_model_card(loaded.model, dtype, context_length))
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
-    logger.info("exported %s -> %s (%s)", source, output, dtype)
-    return output
+
+
+# --- LUSIFER -------------------------------------------------------------------------------------
+
+
+def is_lusifer_checkpoint(path: str | Path) -> bool:
+    """A training checkpoint whose model config is a LUSIFER one (it names an LLM)."""
+    model_yaml = Path(path) / "model.yaml"
+    return model_yaml.is_file() and "llm" in (yaml.safe_load(model_yaml.read_text()) or {})
+
+
+def write_lusifer(source: Path, tmp: Path, dtype: str, config, tokenizer, context_length: int | None, overrides) -> None:
+    """``config.json`` (LusiferHFConfig, auto_map), ``model.safetensors`` (``lusifer.``, LoRA merged by the
+    trainer, no LM head), the encoder's tokenizer and the LLM's in ``llm_tokenizer/``."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from .config import load_config
+    from .models import LusiferConfig, LusiferModel
+
+    lusifer = load_config(LusiferConfig, config or source / "model.yaml", overrides)
+    tokenizer_dir = Path(tokenizer) if tokenizer else _path(lusifer.encoder.tokenizer)
+    if tokenizer_dir is None or not tokenizer_dir.is_dir():
+        raise ConfigError(f"{source}: the encoder tokenizer {tokenizer_dir} is not a directory; pass --tokenizer DIR")
+    encoder_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    context_length = context_length or min(512, lusifer.encoder.max_position_embeddings - 2)
+    encoder_tokenizer.model_max_length = context_length
+    model = LusiferModel(lusifer, lm_head=False)
+    weights = {k: v for k, v in load_file(str(source / "model.safetensors")).items() if not k.startswith("lm_head.")}
+    model.load_state_dict(weights)
+
+    portable = dataclasses.asdict(lusifer)
+    portable.update(llm_pretrained=None, llm_tokenizer=None)
+    portable["encoder"].update(pretrained=None, tokenizer=None)
+    LusiferHFConfig(
+        lusifer=portable,
+        context_length=context_length,
+        architectures=["LusiferHFModel"],
+        auto_map=LUSIFER_AUTO_MAP,
+        dtype="bfloat16" if dtype == "bf16" else "float32",
+    ).save_pretrained(tmp)
+    state = {f"lusifer.{k}": v.detach().to(DTYPES[dtype]).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    encoder_tokenizer.save_pretrained(str(tmp))
+    if lusifer.llm_tokenizer is not None:
+        AutoTokenizer.from_pretrained(lusifer.llm_tokenizer).save_pretrained(str(tmp / "llm_tokenizer"))
+    (tmp / "README.md").write_text(f"""---
+library_name: transformers
+tags: [mmclip, lusifer, multilingual, text-embeddings]
+---
+# mmclip LUSIFER
+
+Multilingual text tower ({lusifer.encoder.hidden_size}-d, {lusifer.encoder.depth} layers) -> connector ->
+Mistral ({lusifer.llm["hidden_size"]}-d, {lusifer.llm["num_hidden_layers"]} layers, bidirectional), mean-pooled
+{lusifer.embed_dim}-d embeddings, weights in {dtype}, text up to {context_length} tokens.
+
+```python
+from transformers import AutoModel
+model = AutoModel.from_pretrained("DIR", trust_remote_code=True)
+embeddings = model.encode_text(["ein Hund im Schnee", "a dog in the snow"])   # numpy, L2-normalised
+```
+""")
 
 
 def _portable_config(model: MMCLIP) -> dict:

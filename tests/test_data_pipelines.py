@@ -410,7 +410,7 @@ def test_inspect_reports_counts_skips_and_damaged_shards(tmp_path, images, capsy
     assert text_set["samples"] == 2 and text_set["problems"] == [] and text_set["languages"] == {"ru": 1, "en": 1}
     assert text_set["lengths"] == {"query": {"<5": 1, "5-9": 1}, "positive": {"<5": 1, "5-9": 1}}
     assert [p["reason"] for p in missing["problems"]] == ["bad_manifest"]
-    assert result["samples_per_kind"] == {"image_text": 1, "text_pair": 2, "text_triplet": 0}
+    assert result["samples_per_kind"] == {"image_text": 1, "text_pair": 2, "text_triplet": 0, "text": 0}
 
     assert inspect_shards.run(argparse.Namespace(directories=[shards], json=False)) == 1
     text = capsys.readouterr().out

@@ -11,6 +11,7 @@ kind           files per sample
 image_text     ``jpg`` | ``png`` | ``webp`` (the image), ``txt`` (caption), ``json`` (metadata)
 text_pair      ``query.txt``, ``positive.txt``, ``json`` (metadata)
 text_triplet   ``query.txt``, ``positive.txt``, ``negatives.json`` (list of str), ``json``
+text           ``txt`` (a passage of plain text), ``json`` (metadata)
 ============== ============================================================================
 
 Metadata (``json``) always has ``language`` (ISO 639-1 or null) and ``source``; image-text adds
@@ -26,7 +27,7 @@ from typing import Any
 
 FORMAT_NAME = "mmclip-shards"
 FORMAT_VERSION = 1
-KINDS = ("image_text", "text_pair", "text_triplet")
+KINDS = ("image_text", "text_pair", "text_triplet", "text")
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 CAPTION_KINDS = ("short", "long", "qa")
 PAIR_KINDS = ("translation", "paraphrase", "qa", "other")
@@ -83,7 +84,20 @@ class TextTriplet:
     kind = "text_triplet"
 
 
-Record = ImageText | TextPair | TextTriplet
+@dataclass
+class Text:
+    """Plain text (Wikitext-style corpora): LUSIFER's masked-reconstruction data."""
+
+    key: str
+    text: str
+    language: str | None = None
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    kind = "text"
+
+
+Record = ImageText | TextPair | TextTriplet | Text
 
 
 def shard_name(kind: str, index: int) -> str:
@@ -98,6 +112,8 @@ def encode(record: Record) -> dict[str, Any]:
     if isinstance(record, ImageText):
         sample[record.image_format] = record.image
         sample["txt"] = record.caption.encode()
+    elif isinstance(record, Text):
+        sample["txt"] = record.text.encode()
     else:
         sample["query.txt"] = record.query.encode()
         sample["positive.txt"] = record.positive.encode()
@@ -135,6 +151,8 @@ def decode(kind: str, sample: dict[str, Any]) -> Record:
             height=metadata.pop("height", None),
             extra=metadata,
         )
+    if kind == "text":
+        return Text(key, _text(sample, "txt", key), language, source, metadata)
     query, positive = _text(sample, "query.txt", key), _text(sample, "positive.txt", key)
     if kind == "text_pair":
         pair_kind = metadata.pop("pair_kind", "other")
@@ -151,6 +169,7 @@ _CONTENT_FIELDS = {
     "image_text": {"key", "image", "image_format", "caption"},
     "text_pair": {"key", "query", "positive"},
     "text_triplet": {"key", "query", "positive", "negatives"},
+    "text": {"key", "text"},
 }
 
 

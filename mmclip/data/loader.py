@@ -66,6 +66,7 @@ class StreamDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         epochs: int | None = None,
+        target_tokenizer: PreTrainedTokenizerBase | None = None,
     ):
         stream = config.streams[name]
         self.name, self.kind, self.batch_size, self.epochs = name, stream.kind, stream.batch_size, epochs
@@ -88,7 +89,7 @@ class StreamDataset(IterableDataset):
         if stream.kind == "image_text":
             transform = ImageTransform(config.image_size, True, config.max_image_pixels, config.reduced_decode)
         self.builder = BatchBuilder(
-            tokenizer, config.context(name), transform, stream.num_negatives, config.pixel_dtype
+            tokenizer, config.context(name), transform, stream.num_negatives, config.pixel_dtype, target_tokenizer
         )
         self.resume: dict[str, Any] = {"workers": [None] * self.num_workers, "next_worker": 0}
 
@@ -165,11 +166,13 @@ class MultiStreamLoader:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool | None = None,
+        target_tokenizer: PreTrainedTokenizerBase | None = None,
     ):
         self.config, self.rank, self.world_size = config, rank, world_size
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.datasets = {
-            name: StreamDataset(config, name, tokenizer, rank=rank, world_size=world_size) for name in config.streams
+            name: StreamDataset(config, name, tokenizer, rank=rank, world_size=world_size, target_tokenizer=target_tokenizer)
+            for name in config.streams
         }
         self._progress = {name: copy.deepcopy(dataset.resume) for name, dataset in self.datasets.items()}
         self._logged: set[tuple[str, str]] = set()
@@ -241,6 +244,9 @@ class MultiStreamLoader:
             prefetch_factor=self.config.prefetch_factor if num_workers else None,
             pin_memory=self.pin_memory,
             worker_init_fn=_init_worker if num_workers else None,
+            # Starting an iterator draws a base seed from this generator (the global one by default),
+            # which would shift the training RNG (dropout, masking) of a resumed run by one draw.
+            generator=torch.Generator().manual_seed(self.config.seed),
         )
 
     def _consume(self, name: str, batch: dict[str, Any]) -> dict[str, Any]:

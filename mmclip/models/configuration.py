@@ -8,6 +8,7 @@ code. Reading YAML, ``--set`` overrides and error messages that name the file li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "flash")
 POSITION_EMBEDDINGS = ("rotary", "absolute")
@@ -121,3 +122,41 @@ class CLIPConfig:
         _require(len(dims) > 0 and dims == sorted(set(dims)), "matryoshka_dims", "must be increasing and unique")
         _require(dims[0] > 0, "matryoshka_dims", "must be positive")
         _require(dims[-1] == self.embed_dim, "matryoshka_dims", f"must end with embed_dim ({self.embed_dim})")
+
+
+LLM_ATTENTION = ("sdpa", "eager")
+LLM_ARCHITECTURE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+@dataclass
+class LusiferConfig:
+    """LUSIFER (Man et al., 2025): the text tower, a connector and a Mistral LLM; text embeddings.
+
+    ``llm`` holds the ``MistralConfig`` fields (``config.json`` of a Mistral-architecture model);
+    ``mmclip.factory`` fills it from ``llm_pretrained``'s ``config.json`` when that directory is given.
+    The embedding width is the LLM's ``hidden_size``.
+    """
+
+    encoder: TextConfig = field(default_factory=TextConfig)
+    llm: dict[str, Any] = field(default_factory=dict)
+    llm_pretrained: str | None = None  # a Mistral-architecture directory: config.json + safetensors
+    llm_tokenizer: str | None = None  # the LLM's tokenizer directory (alignment targets)
+    attn_implementation: str = "sdpa"  # the LLM's attention: "sdpa" or "eager"
+    temperature: float = 0.05  # the contrastive loss's (fixed), as in the paper and the reference code
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = TextConfig(**self.encoder)
+        _require(
+            self.attn_implementation in LLM_ATTENTION,
+            "attn_implementation",
+            f"must be one of {LLM_ATTENTION}, got {self.attn_implementation!r}",
+        )
+        _require(0 < self.temperature <= 1, "temperature", "must be in (0, 1]")
+        if self.llm_pretrained is None:
+            missing = [key for key in LLM_ARCHITECTURE_KEYS if key not in self.llm]
+            _require(not missing, "llm", f"needs {missing} (or llm_pretrained, a Mistral directory)")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.llm["hidden_size"]

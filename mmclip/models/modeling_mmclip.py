@@ -40,6 +40,7 @@ class MMCLIPModel(PreTrainedModel):
     base_model_prefix = "clip"
     main_input_name = "input_ids"
     _supports_sdpa = True
+    modalities = ("text", "image")
 
     def __init__(self, config: MMCLIPConfig):
         super().__init__(config)
@@ -89,6 +90,10 @@ class MMCLIPModel(PreTrainedModel):
         return self._image_processor
 
     @property
+    def embed_dim(self) -> int:
+        return self.clip.config.embed_dim
+
+    @property
     def matryoshka_dims(self) -> list[int]:
         return list(self.clip.config.matryoshka_dims)
 
@@ -120,24 +125,13 @@ class MMCLIPModel(PreTrainedModel):
         first, so each batch pads little, and returned in the input order.
         """
         single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
-        dim = self.check_truncate_dim(truncate_dim)
         prefix = self._instruction(task)
-        texts = [prefix + text for text in texts]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.zeros((len(texts), dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            batch = order[start : start + batch_size]
-            tokens = self.tokenizer(
-                [texts[i] for i in batch],
-                padding=True,
-                truncation=True,
-                max_length=self.config.context_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            ).to(self.device)
-            embeds = self.clip.encode_text(tokens["input_ids"], tokens["attention_mask"], truncate_dim=truncate_dim)
-            out[batch] = F.normalize(embeds.float(), dim=-1).cpu().numpy()  # in fp32 even for bf16 weights
+        texts = [prefix + text for text in ([sentences] if single else sentences)]
+
+        def embed(input_ids, attention_mask):
+            return self.clip.encode_text(input_ids, attention_mask, truncate_dim=truncate_dim)
+
+        out = encode_in_batches(self, texts, embed, self.check_truncate_dim(truncate_dim), batch_size)
         return out[0] if single else out
 
     @torch.inference_mode()
@@ -153,3 +147,23 @@ class MMCLIPModel(PreTrainedModel):
             embeds = self.clip.encode_image(pixels, truncate_dim=truncate_dim)
             out[start : start + len(batch)] = F.normalize(embeds.float(), dim=-1).cpu().numpy()
         return out[0] if single else out
+
+
+def encode_in_batches(model: PreTrainedModel, texts: list[str], embed, dim: int, batch_size: int) -> np.ndarray:
+    """``embed(input_ids, attention_mask)`` of ``texts`` tokenized by ``model.tokenizer``, as ``[N, dim]``
+    L2-normalised float32 in input order; batched longest first, so each batch pads little."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        batch = order[start : start + batch_size]
+        tokens = model.tokenizer(
+            [texts[i] for i in batch],
+            padding=True,
+            truncation=True,
+            max_length=model.config.context_length,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        ).to(model.device)
+        embeds = embed(tokens["input_ids"], tokens["attention_mask"])
+        out[batch] = F.normalize(embeds.float(), dim=-1).cpu().numpy()  # in fp32 even for bf16 weights
+    return out

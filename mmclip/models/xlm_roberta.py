@@ -86,7 +86,8 @@ class XLMRobertaLayer(nn.Module):
 
 
 class XLMRobertaTextTower(nn.Module):
-    """Token ids ``[B, L]`` (+ attention mask) to mean-pooled embeddings ``[B, hidden_size]``."""
+    """Token ids ``[B, L]`` (+ attention mask) to mean-pooled embeddings ``[B, hidden_size]``, or to
+    per-token states (:meth:`token_states`, the LUSIFER encoder's output)."""
 
     def __init__(self, config: TextConfig, attention_backend: str = "auto"):
         super().__init__()
@@ -144,11 +145,14 @@ class XLMRobertaTextTower(nn.Module):
                 x = layer(x, rope, **attention_args)
         return x
 
-    def forward(
+    def token_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, packed: bool | None = None
-    ) -> torch.Tensor:
-        """Mean-pooled embeddings. ``packed`` runs without padding tokens; by default it does so
-        when the attention backend handles packed sequences natively."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states ``[B, L, hidden_size]`` (zero at padding) and the boolean mask ``[B, L]``.
+
+        ``packed`` runs without padding tokens; by default it does so when the attention backend
+        handles packed sequences natively.
+        """
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         position_ids = self._position_ids(mask.long())
         lengths = mask.sum(dim=1)
@@ -158,7 +162,7 @@ class XLMRobertaTextTower(nn.Module):
             dtype = torch.get_autocast_dtype(device.type) if autocast else self.emb_ln.weight.dtype
             packed = supports_varlen(self.attention_backend, device, dtype)
         if packed:
-            # Packed path: only real tokens are embedded, transformed and pooled.
+            # Packed path: only real tokens are embedded and transformed, then put back in place.
             token_index = mask.flatten().nonzero().squeeze(1)
             cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
             x = self.embeddings(input_ids.flatten()[token_index], position_ids.flatten()[token_index])
@@ -168,10 +172,15 @@ class XLMRobertaTextTower(nn.Module):
                 cu_seqlens=cu_seqlens,
                 max_seqlen=int(lengths.max()),
             )
-            sequence_index = token_index // input_ids.shape[1]
-            summed = x.new_zeros(input_ids.shape[0], x.shape[-1]).index_add_(0, sequence_index, x)
-        else:
-            x = self.embeddings(input_ids, position_ids)
-            x = self._run_layers(x, position_ids, key_padding_mask=mask)
-            summed = (x * mask.unsqueeze(-1).to(x.dtype)).sum(dim=1)
-        return summed / lengths.clamp(min=1).unsqueeze(-1).to(summed.dtype)
+            states = x.new_zeros(mask.numel(), x.shape[-1]).index_copy(0, token_index, x)
+            return states.view(*mask.shape, -1), mask
+        x = self.embeddings(input_ids, position_ids)
+        x = self._run_layers(x, position_ids, key_padding_mask=mask)
+        return x * mask.unsqueeze(-1).to(x.dtype), mask
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, packed: bool | None = None
+    ) -> torch.Tensor:
+        """Mean-pooled embeddings over the real tokens (``packed`` as in :meth:`token_states`)."""
+        states, mask = self.token_states(input_ids, attention_mask, packed)
+        return states.sum(dim=1) / mask.sum(dim=1).clamp(min=1).unsqueeze(-1).to(states.dtype)

@@ -5,7 +5,7 @@ Layout of ``OUTPUT/checkpoints/step_000123/``::
     deepspeed/            engine.save_checkpoint: module, optimizer (ZeRO partitions), schedule
     rank_000.json ...     per rank: loader state and RNG states
     trainer_state.json    step, samples seen per stream, image size, config hash
-    model.safetensors     the full fp32 MMCLIP state dict, readable without DeepSpeed
+    model.safetensors     the full fp32 state dict (MMCLIP, or LUSIFER with LoRA merged), readable without DeepSpeed
     model.yaml            its model config (at the checkpoint's image size)
 
 Everything is written into ``step_000123.tmp/``; after a barrier rank 0 renames it (atomic) and
@@ -23,7 +23,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -106,9 +106,14 @@ def _full_fp32_state_dict(engine, tmp: Path) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    engine, output: Path, env: DistEnv, state: dict[str, Any], loader_state: dict[str, Any], keep_last: int
+    engine, output: Path, env: DistEnv, state: dict[str, Any], loader_state: dict[str, Any], keep_last: int,
+    export_weights: Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``state["step"]`` (collective: every rank calls it)."""
+    """Write the checkpoint of ``state["step"]`` (collective: every rank calls it).
+
+    ``export_weights(module, state_dict)`` turns the full fp32 state dict into ``model.safetensors``
+    (LUSIFER merges its LoRA adapters there); the engine's own checkpoint keeps the module as trained.
+    """
     final = checkpoint_dir(output, state["step"])
     tmp = final.with_name(final.name + ".tmp")
     if env.is_main:
@@ -119,7 +124,10 @@ def save_checkpoint(
     (tmp / f"rank_{env.rank:03d}.json").write_text(json.dumps({"loader": loader_state, "rng": _rng_state()}))
     barrier()
     if env.is_main:
-        save_file(_full_fp32_state_dict(engine, tmp), str(tmp / WEIGHTS_FILE))
+        weights = _full_fp32_state_dict(engine, tmp)
+        if export_weights is not None:
+            weights = export_weights(engine.module, weights)
+        save_file(weights, str(tmp / WEIGHTS_FILE))
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_config_dict(engine.module), sort_keys=False))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the content complete
         if final.exists():  # the same step saved again (a resolution switch after resume)

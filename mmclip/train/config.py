@@ -15,6 +15,9 @@ from typing import Any
 from ..data.config import DataConfig
 
 PRECISIONS = ("bf16", "fp32")
+FAMILIES = ("clip", "lusifer")  # which model a stage trains (mmclip.train.family)
+LUSIFER_STAGES = {"align": ("text", "text_pair"), "finetune": ("text_pair", "text_triplet")}  # -> stream kinds
+LUSIFER_PART_TRAINING = ("lora", "full", "frozen")
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -85,6 +88,41 @@ class LoggingConfig:
 
 
 @dataclass
+class LoraSettings:
+    """peft LoRA on every linear layer of a part (Table 4: rank 16, alpha 32; the reference's dropout 0.1)."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, "r", "must be positive")
+        _require(self.alpha > 0, "alpha", "must be positive")
+        _require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+
+
+@dataclass
+class LusiferTrainConfig:
+    """A LUSIFER stage: ``align`` trains on language-model losses (``text`` streams: masked
+    reconstruction; ``text_pair`` streams: query -> positive completion), ``finetune`` on InfoNCE
+    (``text_pair`` / ``text_triplet`` streams). Each part trains with LoRA, fully, or not at all;
+    the connector always trains. All trained parts use ``optimizer.lr_text``."""
+
+    stage: str
+    encoder: str = "lora"
+    llm: str = "frozen"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    mask_ratio: float = 0.5  # align: fraction of the encoder's input tokens replaced by <mask> in text streams
+
+    def __post_init__(self) -> None:
+        _require(self.stage in LUSIFER_STAGES, "stage", f"must be one of {tuple(LUSIFER_STAGES)}, got {self.stage!r}")
+        for part in ("encoder", "llm"):
+            value = getattr(self, part)
+            _require(value in LUSIFER_PART_TRAINING, part, f"must be one of {LUSIFER_PART_TRAINING}, got {value!r}")
+        _require(0 <= self.mask_ratio < 1, "mask_ratio", "must be in [0, 1)")
+
+
+@dataclass
 class TrainConfig:
     model: str  # a model YAML (configs/model/...)
     steps: int
@@ -106,8 +144,21 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
+    family: str = "clip"  # clip: the dual encoder (model: a CLIPConfig YAML); lusifer: a LusiferConfig YAML
+    lusifer: LusiferTrainConfig | None = None  # required with family lusifer
 
     def __post_init__(self) -> None:
+        _require(self.family in FAMILIES, "family", f"must be one of {FAMILIES}, got {self.family!r}")
+        _require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
+                 "is required with family lusifer and only allowed with it")
+        if self.lusifer is not None:
+            _require(not self.resolution_schedule, "resolution_schedule", "is for the CLIP family only")
+            kinds = LUSIFER_STAGES[self.lusifer.stage]
+            for name, stream in self.data.streams.items():
+                _require(stream.kind in kinds, f"data.streams.{name}.kind",
+                         f"a LUSIFER {self.lusifer.stage} stage reads {kinds}, got {stream.kind!r}")
+            _require(self.lusifer.stage == "finetune" or not self.grad_cache_chunk, "grad_cache_chunk",
+                     "is for the contrastive (finetune) stage; alignment losses are per sample")
         _require(self.steps > 0, "steps", "must be positive")
         _require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
         _require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")
@@ -121,8 +172,10 @@ class TrainConfig:
             key = f"grad_cache_chunk.{name}"
             _require(name in self.data.streams, key, f"no such stream; streams are {list(self.data.streams)}")
             _require(chunk > 0, key, "must be positive")
-        # ZeRO-3 partitions the temperatures outside the forward, where GradCache's loss reads them.
-        _require(not self.grad_cache_chunk or self.zero_stage < 3, "grad_cache_chunk", "needs zero_stage 0, 1 or 2")
+        # ZeRO-3 partitions the learned temperatures outside the forward, where GradCache's loss reads
+        # them; LUSIFER's is a fixed buffer, which ZeRO-3 leaves whole.
+        _require(not self.grad_cache_chunk or self.zero_stage < 3 or self.family == "lusifer", "grad_cache_chunk",
+                 "needs zero_stage 0, 1 or 2 (the CLIP family's temperatures are learned)")
         if self.world_size is not None:
             self.check_world_size(self.world_size)
 

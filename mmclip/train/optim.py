@@ -47,10 +47,10 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
 
 
 def build_optimizer(
-    model: MMCLIP, config: OptimizerConfig, total_steps: int, start_step: int = 0
+    groups: list[dict], config: OptimizerConfig, total_steps: int, start_step: int = 0
 ) -> tuple[torch.optim.AdamW, LambdaLR]:
-    """AdamW and its schedule, positioned at ``start_step`` (the schedule steps once per optimizer step)."""
-    groups = param_groups(model, config)
+    """AdamW over ``groups`` (e.g. :func:`param_groups`) and its schedule, positioned at ``start_step``
+    (the schedule steps once per optimizer step)."""
     for group in groups:
         group["initial_lr"] = group["lr"]  # lets LambdaLR start mid-schedule
     optimizer = torch.optim.AdamW(groups, betas=tuple(config.betas), eps=config.eps)

@@ -1,9 +1,9 @@
 """``train``: one stage of the recipe, from a TrainConfig to checkpoints and a log.
 
-The loop, per step: one batch per stream, embeddings, InfoNCE per stream with its task's
-temperature, the weighted sum, backward and step through the DeepSpeed engine (whole, or by
-GradCache chunks: :mod:`.grad_cache`), then the temperatures clamped; on SIGTERM / SIGUSR1 a
-checkpoint and :class:`.preemption.Preempted`. Everything that can be wrong with a config is
+The loop, per step: one batch per stream, the model family's losses (:mod:`.family`; for the dual
+encoder: embeddings, InfoNCE per stream with its task's temperature, whole or by GradCache chunks,
+:mod:`.grad_cache`), backward and step through the DeepSpeed engine, then the family's post-step
+update (the temperatures clamped); on SIGTERM / SIGUSR1 a checkpoint and :class:`.preemption.Preempted`. Everything that can be wrong with a config is
 checked before any work.
 """
 
@@ -18,47 +18,36 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import yaml
 
+from torch import nn
+
 from ..config import ConfigError, load_config
 from ..data import MultiStreamLoader
-from ..factory import create_model, load_model_config
-from ..losses import InfoNCELoss
-from ..models import MMCLIP, CLIPConfig
-from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, distributed_session, world_info
-from .grad_cache import ContrastiveStep
-from .metrics import MetricsLog, peak_flops, step_flops, truncate_jsonl
+from .family import ModelFamily, family_class
+from .metrics import MetricsLog, peak_flops, truncate_jsonl
 from .optim import build_optimizer, lr_per_tower
 from .preemption import Preempted, StopRequest, watch_signals
 
 logger = logging.getLogger(__name__)
 
 
-def load_train_config(path: str | Path, overrides: list[str], world_size: int) -> tuple[TrainConfig, CLIPConfig]:
-    """The stage config and its model config, with every cross-check that needs both (keys named)."""
+def load_train_config(path: str | Path, overrides: list[str], world_size: int) -> tuple[TrainConfig, Any]:
+    """The stage config and its model config (CLIP or LUSIFER, by ``family``), with every cross-check
+    that needs both (keys named)."""
     config = load_config(TrainConfig, path, overrides)
     try:
         config.check_world_size(world_size)
     except ValueError as error:
         raise ConfigError(f"{path}: {error}") from None
-    model_config = load_model_config(config.model, config.model_overrides)
-    patch = model_config.vision.patch_size
-    sizes = [("data.image_size", config.data.image_size)]
-    sizes += [(f"resolution_schedule[{i}].image_size", p.image_size) for i, p in enumerate(config.resolution_schedule)]
-    for key, size in sizes:
-        if size < patch:
-            raise ConfigError(f"{path}: {key}: image size {size} is below the patch size {patch}")
-    for i, phase in enumerate(config.resolution_schedule):
-        if not 0 <= phase.step < config.steps:
-            raise ConfigError(f"{path}: resolution_schedule[{i}].step: {phase.step} is outside [0, steps={config.steps})")
-    if model_config.text.tokenizer is None:
-        raise ConfigError(f"{path}: model_overrides: the model config names no text.tokenizer, which training needs")
+    model_config = family_class(config.family).load_model_config(config, path)
     if config.init_from is not None and not Path(config.init_from).exists():
         raise ConfigError(f"{path}: init_from: no such file or directory: {config.init_from}")
     return config, model_config
@@ -73,24 +62,6 @@ def image_size_at(config: TrainConfig, step: int) -> int:
     return size
 
 
-def build_model(config: TrainConfig, image_size: int, weights: Path | None) -> MMCLIP:
-    with torch.random.fork_rng(devices=[]):  # the same initial weights on every rank, RNG untouched
-        torch.manual_seed(config.seed)
-        model = create_model(config.model, overrides=config.model_overrides)
-    if weights is not None:
-        ckpt.load_model_weights(model, weights)
-    if model.vision.config.image_size != image_size:
-        model.vision.set_image_size(image_size)
-    if config.patch_dropout is not None:
-        model.vision.config.patch_dropout = config.patch_dropout
-    model.set_grad_checkpointing(config.gradient_checkpointing)
-    # DeepSpeed's parameter broadcast views every tensor as bytes, which fails on 0-d ones (as
-    # FSDP2 does in open_clip): train the temperatures as [1]; checkpoints export them 0-d again.
-    for name in ckpt.LOGIT_SCALES:
-        setattr(model, name, torch.nn.Parameter(getattr(model, name).detach().reshape(1)))
-    return model
-
-
 def _deep_merge(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
@@ -98,11 +69,11 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def build_engine(config: TrainConfig, model: MMCLIP, device: torch.device, start_step: int):
+def build_engine(config: TrainConfig, family: ModelFamily, model: nn.Module, device: torch.device, start_step: int):
     """The DeepSpeed engine around ``model``, its AdamW and schedule positioned at ``start_step``."""
     import deepspeed
 
-    optimizer, schedule = build_optimizer(model, config.optimizer, config.steps, start_step)
+    optimizer, schedule = build_optimizer(family.param_groups(model), config.optimizer, config.steps, start_step)
     ds_config = {
         "train_micro_batch_size_per_gpu": 1,  # we batch and compute the loss ourselves
         "gradient_accumulation_steps": 1,
@@ -165,7 +136,8 @@ def _resolve_resume(resume: str | None, output: Path) -> Path | None:
 def train(config_path: str | Path, output: str | Path, overrides: list[str] = (), resume: str | None = None) -> Path:
     """Run the stage; the final checkpoint's path. Raises :class:`Preempted` after a signal's checkpoint."""
     env = world_info()
-    config, _ = load_train_config(config_path, list(overrides), env.world_size)
+    config, model_config = load_train_config(config_path, list(overrides), env.world_size)
+    family = family_class(config.family)(config, model_config)
     output = Path(output)
     init_from = None
     if config.init_from is not None:
@@ -177,12 +149,12 @@ def train(config_path: str | Path, output: str | Path, overrides: list[str] = ()
     resume_path = _resolve_resume(resume, output)
     # Signals are watched from before the loader's workers fork, so they inherit the handler.
     with distributed_session(env) as device, watch_signals() as stop:
-        return _run(config, env, device, output, init_from, resume_path, stop)
+        return _run(config, family, env, device, output, init_from, resume_path, stop)
 
 
 def _run(
-    config: TrainConfig, env: DistEnv, device: torch.device, output: Path, init_from: Path | None,
-    resume_path: Path | None, stop: StopRequest,
+    config: TrainConfig, family: ModelFamily, env: DistEnv, device: torch.device, output: Path,
+    init_from: Path | None, resume_path: Path | None, stop: StopRequest,
 ) -> Path:
     resolved = yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
     config_hash = hashlib.sha256(resolved.encode()).hexdigest()[:16]
@@ -196,13 +168,12 @@ def _run(
         state = ckpt.read_state(resume_path)
         if state.get("config_hash") != config_hash:
             logger.warning("resuming %s with a changed config", resume_path)
-    model = build_model(config, state["image_size"], init_from)
-    engine, optimizer = build_engine(config, model, device, state["step"])
-    tokenizer = load_tokenizer(model.config.text.tokenizer, model.config.text)
+    model = family.build_model(state["image_size"], init_from)
+    engine, optimizer = build_engine(config, family, model, device, state["step"])
 
     def make_loader(image_size: int) -> MultiStreamLoader:
         data = _per_rank_config(config, env.world_size, image_size)
-        return MultiStreamLoader(data, tokenizer, rank=env.rank, world_size=env.world_size)
+        return family.make_loader(engine.module, data, env.rank, env.world_size)
 
     loader = make_loader(state["image_size"])
     keys_path = output / "keys" / f"rank_{env.rank:03d}.jsonl" if config.logging.sample_keys else None
@@ -218,10 +189,7 @@ def _run(
         keys_path.parent.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(output, config.logging.tensorboard, state["step"] if resume_path else None) if env.is_main else None
 
-    dims = config.loss.matryoshka_dims or model.config.matryoshka_dims
-    loss_fn = InfoNCELoss(dims, config.loss.matryoshka_weights)
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
-    kinds = {name: stream.kind for name, stream in config.data.streams.items()}
     peak = peak_flops(device)
     progress = None
     if env.is_main and sys.stderr.isatty():
@@ -231,7 +199,8 @@ def _run(
 
     def save() -> None:
         state["config_hash"] = config_hash
-        ckpt.save_checkpoint(engine, output, env, state, loader.state_dict(), config.checkpoint.keep_last)
+        ckpt.save_checkpoint(engine, output, env, state, loader.state_dict(), config.checkpoint.keep_last,
+                             export_weights=family.export_weights)
 
     def backward(loss: torch.Tensor, last: bool) -> None:
         if config.grad_cache_chunk:  # chunks accumulate; gradients are reduced across ranks after the last
@@ -253,8 +222,8 @@ def _run(
             logger.info("step %d: resolution %d -> %d px", step, state["image_size"], new_size)
             del engine, optimizer, model
             gc.collect()
-            model = build_model(config, new_size, path)
-            engine, optimizer = build_engine(config, model, device, step)
+            model = family.build_model(new_size, path)
+            engine, optimizer = build_engine(config, family, model, device, step)
             state["image_size"] = new_size
             data_state = loader.state_dict()
             loader = make_loader(new_size)
@@ -262,20 +231,17 @@ def _run(
             batches_iter = iter(loader)
 
         batches = next(batches_iter)
-        contrastive = ContrastiveStep(engine, engine.module, kinds, loss_fn, config.loss.weights, dtype, device, backward)
-        if config.grad_cache_chunk:
-            total, losses = contrastive.grad_cache(batches, config.grad_cache_chunk)
-        else:
-            total, losses = contrastive.whole(batches)
+        total, losses = family.step(engine, batches, dtype, device, backward)
         engine.step()
-        engine.module.clamp_logit_scales()
+        family.after_step(engine.module)
 
         state["step"] = step = step + 1
         local = {name: len(batch["keys"]) for name, batch in batches.items()}
         for name, count in local.items():
             state["samples"][name] += count * env.world_size
         window_samples += sum(local.values())
-        window_flops += step_flops(engine.module.config, config.data, batches, state["image_size"])
+        flops = family.step_flops(engine.module, batches, state["image_size"])
+        window_flops = None if flops is None or window_flops is None else window_flops + flops
         if keys_path is not None:
             with keys_path.open("a") as f:
                 f.write(json.dumps({"step": step, **{name: b["keys"] for name, b in batches.items()}}) + "\n")
@@ -291,19 +257,15 @@ def _run(
             skipped = _summed_over_ranks(loader.skipped)
             elapsed = time.perf_counter() - window_start
             if log is not None:
-                module = engine.module
                 log.log({
                     "step": step,
                     **scalars,
-                    "temperature": {
-                        "image_text": float(1 / module.logit_scale_image_text.detach().exp()),
-                        "text_text": float(1 / module.logit_scale_text_text.detach().exp()),
-                    },
+                    **family.scalars(engine.module),
                     "lr": lr_per_tower(optimizer),
                     "image_size": state["image_size"],
                     "samples": dict(state["samples"]),
                     "samples_per_s": window_samples / elapsed,  # per rank
-                    "mfu": window_flops / elapsed / peak if peak else None,
+                    "mfu": window_flops / elapsed / peak if peak and window_flops is not None else None,
                     "skipped": skipped,
                 })
             window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
