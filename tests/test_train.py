@@ -131,6 +131,12 @@ def weights(output, step):
     return load_file(str(output / "checkpoints" / f"step_{step:06d}" / "model.safetensors"))
 
 
+# Two ranks against one: fp32 sums in another order, which Adam's normalisation amplifies on
+# weights with near-zero gradients (measured: up to 2.4e-5 in one full-suite run, under 1e-5 in others).
+# A wrong batch split or a missing reduction moves weights by the LR, 1e-3, per step.
+TWO_RANK_ATOL = 1e-4
+
+
 def assert_close(a, b, atol):
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -175,7 +181,7 @@ def test_two_ranks_match_one(workspace, baseline):
     losses_one = [r["loss"] for r in read_log(baseline)]
     losses_two = [r["loss"] for r in read_log(output)]
     assert losses_two == pytest.approx(losses_one, rel=1e-4)  # fp32 sums in another order, grown over 20 steps (measured 2e-5)
-    assert_close(weights(output, 5), weights(baseline, 5), atol=1e-5)
+    assert_close(weights(output, 5), weights(baseline, 5), atol=TWO_RANK_ATOL)
 
 
 def test_kill_and_resume(workspace, baseline):
@@ -332,4 +338,4 @@ def test_sigterm_to_one_of_two_grad_cache_ranks_stops_both(workspace, baseline):
         for stream in ("text_pair", "image_text"):
             assert one[step][stream] == ranks[0][step][stream] + ranks[1][step][stream]
     assert [r["loss"] for r in read_log(output)] == pytest.approx([r["loss"] for r in read_log(baseline)], rel=1e-4)  # as test_two_ranks_match_one
-    assert_close(weights(output, 20), weights(baseline, 20), atol=1e-5)
+    assert_close(weights(output, 20), weights(baseline, 20), atol=TWO_RANK_ATOL)
