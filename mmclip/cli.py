@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # logs each CPU variant it fails to load
+    logging.getLogger("mteb").setLevel(logging.WARNING)  # logs every corpus chunk; we print the scores
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
