@@ -106,7 +106,8 @@ def _run(output: Path, size: str, workers: int, scale: float) -> None:
 def _generate_corpus(directory: Path, size: str, workers: int) -> float:
     from data_pipelines.synthetic import Plan, generate
 
-    result = generate(directory, Plan.parse(size), workers=workers, image_side=IMAGE_SIDE, document_every=DOCUMENT_EVERY)
+    plan = Plan.parse(size)
+    result = generate(directory, plan, workers=workers, image_side=IMAGE_SIDE, document_every=DOCUMENT_EVERY)
     logger.info("corpus: %s in %.0f s", directory, result.seconds)
     return result.seconds
 

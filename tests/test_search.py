@@ -285,7 +285,8 @@ def held_out(tmp_path_factory):
         jpeg, by_language = eval_image(ctx, i)
         (root / "images" / f"held_out_{i:02d}.jpg").write_bytes(jpeg)
         captions.append(by_language)
-    assert main(["search", "index", str(root / "hf"), "--images", str(root / "images"), "--output", str(root / "index"), "--quiet"]) == 0
+    index = ["search", "index", str(root / "hf"), "--images", str(root / "images"), "--output", str(root / "index")]
+    assert main([*index, "--quiet"]) == 0
     return root, captions
 
 

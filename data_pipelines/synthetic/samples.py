@@ -18,7 +18,7 @@ from .render import SCENE_LONG_SIDE, encode_jpeg, render_scene
 from .scenes import Scene, hard_negatives, sample_scene
 
 SINGLE_SHARE = 0.35  # one-group scenes, where a set mixes them with pairs
-DOCUMENT_EVERY = 4  # by default every 4th image-text sample is a document page: QA in mm;s, described in mm;l
+DOCUMENT_EVERY = 4  # default: every 4th image-text sample is a document page (QA in mm;s, described in mm;l)
 SCENE_SOURCE, DOCUMENT_SOURCE = "synthetic/scenes", "synthetic/documents"
 
 
