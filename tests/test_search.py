@@ -14,22 +14,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipelines.synthetic import Plan, generate
 from data_pipelines.synthetic.eval_sets import eval_image
 from data_pipelines.synthetic.languages import GRAMMARS
 from data_pipelines.synthetic.render import render_scene
 from data_pipelines.synthetic.samples import Context
 from data_pipelines.synthetic.scenes import COLOURS, Group, Scene
+from mmclip import demo
 from mmclip.cli import main
 from mmclip.export import export
 from mmclip.search import SearchError, SearchIndex, load_model, query, search
 from mmclip.search.server import make_server
+from mmclip.train import train
 
-from .conftest import REPO
 from .test_export import make_checkpoint
 
 LANGUAGES = ("en", "de", "fr", "zh", "ru")
-# The final checkpoint of a `make demo` run, its tokenizer and its corpus.json (README.md there).
-DEMO_MODEL = REPO / "tests" / "fixtures" / "demo_model"
 HELD_OUT_IMAGES = 20
 
 
@@ -272,12 +272,20 @@ def test_web_page_answers_a_query_in_headless_chromium(server, chromium, tmp_pat
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
-    """The demo's trained model, exported, and an index of the first held-out images of its corpus,
-    made again from the corpus seed: the eval stream, which no training sample is drawn from."""
+    """A model trained here for the purpose, exported, and an index of the first held-out images of
+    its corpus: the eval stream, which no training sample is drawn from.
+
+    The demo's stage-1 config, shortened to 400 steps at 48 px on a scenes-only corpus of 64 px
+    images (weights do not belong in git, and the demo's own 9 minutes do not fit the suite):
+    about 2 minutes on 2 cores.
+    """
     root = tmp_path_factory.mktemp("held_out")
-    tokenizer = DEMO_MODEL / "tokenizer"
-    assert main(["export", str(DEMO_MODEL), "--output", str(root / "hf"), "--tokenizer", str(tokenizer)]) == 0
-    corpus = json.loads((DEMO_MODEL / "corpus.json").read_text())
+    generate(root / "data", Plan.parse("4000"), workers=2, image_side=64, document_every=0)
+    overrides = demo._stage_overrides("stage1", root, None)
+    overrides += ["steps=400", "data.image_size=48", 'resolution_schedule=[{"step": 0, "image_size": 48}]']
+    checkpoint = train(demo.CONFIG_DIR / "stage1.yaml", root / "run", overrides)
+    assert main(["export", str(checkpoint), "--output", str(root / "hf")]) == 0
+    corpus = json.loads((root / "data" / "corpus.json").read_text())
     ctx = Context(corpus["seed"], tuple(corpus["languages"]), corpus["image_side"])
     (root / "images").mkdir()
     captions = []
@@ -293,16 +301,15 @@ def held_out(tmp_path_factory):
 def test_search_finds_held_out_images_from_captions_in_every_language(held_out, capsys):
     root, captions = held_out
     index, model = SearchIndex.load(root / "index"), load_model(root / "hf")
-    found = {}
+    found, firsts = {}, {}
     for language in captions[0]:
-        firsts = [Path(search(index, model, text=c[language], k=1)[0]["path"]).name for c in captions]
-        found[language] = sum(name == f"held_out_{i:02d}.jpg" for i, name in enumerate(firsts))
-    # Chance is 1 in 20. Measured: 178 of 180, one miss in de and one in ja; every other caption's
-    # own image wins by at least 0.017 in cosine (median 0.12), far above fp32 differences between
-    # machines, and the two misses lose by 0.0008 and 0.012.
-    assert all(count >= HELD_OUT_IMAGES - 1 for count in found.values()), found
+        firsts[language] = [Path(search(index, model, text=c[language], k=1)[0]["path"]).name for c in captions]
+        found[language] = sum(name == f"held_out_{i:02d}.jpg" for i, name in enumerate(firsts[language]))
+    # Chance is 1 in 20. Measured: 16-18 of 20 per language, 154 of 180 in all.
+    assert all(count >= 13 for count in found.values()), found
+    assert sum(found.values()) >= 0.75 * HELD_OUT_IMAGES * len(found), found
 
-    # The command line answers the same: a Chinese caption of image 3, its image first.
+    # The command line answers the same: a Chinese caption of image 3.
     assert main(["search", "query", str(root / "index"), captions[3]["zh"], "--k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
-    assert Path(hits[0]["path"]).name == "held_out_03.jpg" and len(hits) == 3
+    assert Path(hits[0]["path"]).name == firsts["zh"][3] and len(hits) == 3
