@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from mmclip.models.processing_mmclip import normalize, resize_center_crop
-from mmclip.retrieval import BenchmarkModel, Tokenize
+
+from .retrieval import BenchmarkModel, Tokenize
 
 MODEL_TYPE = "mmclip"
 

@@ -58,8 +58,8 @@ def _exported(model: Path, output: Path) -> Path:
 
 def clip_benchmark_retrieval(model_dir: Path, root: Path, dims: list[int], output: Path) -> dict:
     """``{dim: {lang: clip_benchmark metrics}}`` through clip_benchmark's CLI (one call, every dim and language)."""
-    from eval.clip_benchmark import main
-    from mmclip.retrieval import find_annotation_files
+    from .clip_benchmark import main
+    from .retrieval import find_annotation_files
 
     files = find_annotation_files(root)
     languages = sorted(lang for lang, path in files.items() if path.name.startswith("crossmodal3600_captions-"))

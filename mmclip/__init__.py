@@ -1,18 +1,28 @@
-"""mmclip: training jina-clip-v2-style multilingual multimodal embeddings."""
+"""mmclip: training jina-clip-v2-style multilingual multimodal embeddings.
 
-from .config import ConfigError, load_config
-from .factory import create_model, load_model_config
-from .models import MMCLIP, CLIPConfig, TextConfig, VisionConfig
+The public names are imported on first use, so ``import mmclip`` (and ``mmclip --help``) stays
+cheap: no torch until a model is built, never LUSIFER's Mistral unless LUSIFER is used.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CLIPConfig",
-    "ConfigError",
-    "MMCLIP",
-    "TextConfig",
-    "VisionConfig",
-    "create_model",
-    "load_config",
-    "load_model_config",
-]
+_EXPORTS = {
+    "ConfigError": "config",
+    "load_config": "config",
+    "create_model": "factory",
+    "load_model_config": "factory",
+    "CLIPConfig": "models",
+    "MMCLIP": "models",
+    "TextConfig": "models",
+    "VisionConfig": "models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

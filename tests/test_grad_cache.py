@@ -11,10 +11,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mmclip import create_model
-from mmclip.config import ConfigError, load_config
+from mmclip.config import ConfigError
 from mmclip.losses import InfoNCELoss
-from mmclip.train.config import TrainConfig
-from mmclip.train.grad_cache import ContrastiveStep, embed_stream, stream_loss
+from mmclip.train import load_train_config
+from mmclip.train.families.clip import logit_scale
+from mmclip.train.step import ContrastiveStep, embed_stream, stream_loss
 
 from .conftest import REPO, TINY
 
@@ -69,7 +70,7 @@ def run_step(model, batches, chunks=None, seed=1):
     """One step from a fresh RNG seed; its total loss, stream losses and every parameter's gradient."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    step = ContrastiveStep(model, model, KINDS, InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0]), WEIGHTS, torch.float32, CPU,
+    step = ContrastiveStep(model, lambda kind: logit_scale(model, kind), KINDS, InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0]), WEIGHTS, torch.float32, CPU,
                            backward_into_grads)
     total, losses = step.whole(batches) if chunks is None else step.grad_cache(batches, chunks)
     return total, losses, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -174,7 +175,8 @@ def test_two_ranks_chunked_equal_one_process_whole():
 
 
 def stage1_with(**overrides):
-    return load_config(TrainConfig, REPO / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    """The stage and its model config, with the family's checks (ZeRO-3 and learned temperatures)."""
+    return load_train_config(REPO / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in overrides.items()], world_size=8)
 
 
 @pytest.mark.parametrize(

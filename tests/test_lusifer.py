@@ -19,11 +19,12 @@ from mmclip.data.shards import ShardSetWriter
 from mmclip.export import export
 from mmclip.factory import create_lusifer_model
 from mmclip.models import LusiferModel
-from mmclip.tiny_llm import write_tiny_mistral
-from mmclip.tokenizer import load_tokenizer, train_tokenizer
+from data_pipelines.synthetic.tiny_llm import write_tiny_mistral
+from data_pipelines.synthetic.tokenizer import train_tokenizer
+from mmclip.tokenizer import load_tokenizer
 from mmclip.train import load_train_config
 from mmclip.train.config import LoraSettings
-from mmclip.train.lusifer import add_lora, merge_lora
+from mmclip.train.families.lusifer import add_lora, merge_lora
 
 from .conftest import REPO
 from .test_data_pipelines import read_records, run_build

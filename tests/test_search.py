@@ -20,7 +20,7 @@ from data_pipelines.synthetic.languages import GRAMMARS
 from data_pipelines.synthetic.render import render_scene
 from data_pipelines.synthetic.samples import Context
 from data_pipelines.synthetic.scenes import COLOURS, Group, Scene
-from mmclip import demo
+from mmclip.demo import clip as demo
 from mmclip.cli import main
 from mmclip.export import export
 from mmclip.search import SearchError, SearchIndex, load_model, query, search

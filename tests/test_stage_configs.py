@@ -36,7 +36,7 @@ def test_stage_config_is_table_6(stage):
     assert config.optimizer.weight_decay == 0.02 and config.optimizer.min_lr_ratio == 0.0
     assert config.precision == "bf16" and config.world_size == 8
     assert config.patch_dropout == PATCH_DROPOUT[stage]
-    assert config.model == "configs/model/jina-clip-v2.yaml"
+    assert config.model == str(REPO / "configs" / "model" / "jina-clip-v2.yaml")  # relative to the stage YAML
     assert load_model_config(REPO / config.model).embed_dim == 1024
 
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from mmclip import ConfigError
 from mmclip.data.formats import ImageText, TextPair
 from mmclip.data.shards import ShardSetWriter
-from mmclip.tokenizer import train_tokenizer
+from data_pipelines.synthetic.tokenizer import train_tokenizer
 from mmclip.train import load_train_config
 from mmclip.train.preemption import EXIT_PREEMPTED
 

@@ -95,6 +95,9 @@ class TextConfig:
 class CLIPConfig:
     """The dual encoder: two towers, optional projections, one temperature per task."""
 
+    # Keys naming files: relative ones in a YAML are relative to that YAML (mmclip.config.load_config).
+    FILE_RELATIVE = ("pretrained", "vision.pretrained", "text.pretrained", "text.tokenizer")
+
     embed_dim: int = 1024
     matryoshka_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 768, 1024])
     projections: bool = False  # jina-clip-v2 has none: both towers are 1024-wide
@@ -136,6 +139,9 @@ class LusiferConfig:
     ``mmclip.factory`` fills it from ``llm_pretrained``'s ``config.json`` when that directory is given.
     The embedding width is the LLM's ``hidden_size``.
     """
+
+    # Keys naming files: relative ones in a YAML are relative to that YAML (mmclip.config.load_config).
+    FILE_RELATIVE = ("llm_pretrained", "llm_tokenizer", "encoder.pretrained", "encoder.tokenizer")
 
     encoder: TextConfig = field(default_factory=TextConfig)
     llm: dict[str, Any] = field(default_factory=dict)
