@@ -95,7 +95,7 @@ def evaluate_model(model: str | Path, eval_dir: str | Path, output: str | Path, 
     dims = list(dims or hf_model.matryoshka_dims)
     for dim in dims:
         hf_model.check_truncate_dim(dim)
-    full = hf_model.clip.config.embed_dim
+    full = hf_model.embed_dim
 
     results: dict = {"model": str(model), "dims": dims, "per_dim": {}}
     retrieval = {}

@@ -1,28 +1,34 @@
 """mmclip: training jina-clip-v2-style multilingual multimodal embeddings.
 
-The public names are imported on first use, so ``import mmclip`` (and ``mmclip --help``) stays
-cheap: no torch until a model is built, never LUSIFER's Mistral unless LUSIFER is used.
+``create_model``, ``load_model_config`` and ``MMCLIP`` are imported on first use, so ``import
+mmclip`` (and ``mmclip --help``) stays cheap: no torch until a model is built, and LUSIFER's
+Mistral only when LUSIFER is used.
 """
 
-import importlib
+from .config import ConfigError, load_config
+from .models.configuration import CLIPConfig, TextConfig, VisionConfig
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "ConfigError": "config",
-    "load_config": "config",
-    "create_model": "factory",
-    "load_model_config": "factory",
-    "CLIPConfig": "models",
-    "MMCLIP": "models",
-    "TextConfig": "models",
-    "VisionConfig": "models",
-}
-
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CLIPConfig",
+    "ConfigError",
+    "MMCLIP",
+    "TextConfig",
+    "VisionConfig",
+    "create_model",
+    "load_config",
+    "load_model_config",
+]
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in ("create_model", "load_model_config"):
+        from . import factory
+
+        return getattr(factory, name)
+    if name == "MMCLIP":
+        from .models.clip import MMCLIP
+
+        return MMCLIP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .models.configuration import require  # noqa: F401 (the one check every config dataclass uses)
+
 T = TypeVar("T")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped YAMLs (package data)
@@ -25,13 +27,6 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped YAMLs (p
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""
-
-
-def require(condition: bool, key: str, message: str) -> None:
-    """A config dataclass's check: ``ValueError`` naming the field, which :func:`load_config` prefixes
-    with the file and the parent keys (``streams.image_text.batch_size: must be positive``)."""
-    if not condition:
-        raise ValueError(f"{key}: {message}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ its text architecture comes from ``--config``, default ``configs/model/jina-clip
 The output loads offline with ``AutoModel.from_pretrained(DIR, trust_remote_code=True)`` (and with
 ``SentenceTransformer(DIR, trust_remote_code=True)``) and needs no other repository::
 
-    config.json                     MMCLIPConfig, auto_map into the code below
+    config.json                     MMCLIPHFConfig, auto_map into the code below
     model.safetensors               MMCLIP's state dict under ``clip.``, fp32 or bf16
     configuration_mmclip.py, modeling_mmclip.py, processing_mmclip.py, clip.py, eva.py, ...
                                     mmclip/models/*.py, copied verbatim (relative imports only)
@@ -40,7 +40,7 @@ from .config import CONFIG_DIR, ConfigError
 from .factory import create_model
 from .models import MMCLIP
 from .models.configuration_lusifer import LusiferHFConfig
-from .models.configuration_mmclip import MMCLIPConfig
+from .models.configuration_mmclip import MMCLIPHFConfig
 from .models.processing_mmclip import MMCLIPImageProcessor, MMCLIPProcessor
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ JINA_CLIP_V2_CONFIG = CONFIG_DIR / "model" / "jina-clip-v2.yaml"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json")
 AUTO_MAP = {
-    "AutoConfig": "configuration_mmclip.MMCLIPConfig",
-    "AutoModel": "modeling_mmclip.MMCLIPModel",
+    "AutoConfig": "configuration_mmclip.MMCLIPHFConfig",
+    "AutoModel": "modeling_mmclip.MMCLIPHFModel",
 }
 LUSIFER_AUTO_MAP = {
     "AutoConfig": "configuration_lusifer.LusiferHFConfig",
@@ -100,8 +100,7 @@ def load_source(path: str | Path, config: str | Path | None = None, overrides=()
         has_tokenizer = any((path / name).exists() for name in TOKENIZER_FILES)
         # jina-clip-v2's encode_text truncates at 512 tokens by default (jina-clip-v2.md, section 10).
         return Source(model.eval(), path if has_tokenizer else None, 512, dict(lora.get("task_instructions") or {}))
-    raise ConfigError(f"{path}: neither an mmclip checkpoint (model.yaml + model.safetensors) nor a jina-clip-v2 "
-                      "directory (config.json)")
+    raise ConfigError(f"{path}: neither a training checkpoint (model.yaml) nor a jina-clip-v2 directory (config.json)")
 
 
 def _path(value: str | None) -> Path | None:
@@ -161,11 +160,11 @@ def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_l
     text_tokenizer.model_max_length = context_length
 
     clip_fields = _portable_config(loaded.model)
-    hf_config = MMCLIPConfig(
+    hf_config = MMCLIPHFConfig(
         clip=clip_fields,
         context_length=context_length,
         task_instructions=loaded.task_instructions,
-        architectures=["MMCLIPModel"],
+        architectures=["MMCLIPHFModel"],
         auto_map=AUTO_MAP,
         dtype="bfloat16" if dtype == "bf16" else "float32",
     )

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from mmclip import create_model
 from mmclip.config import ConfigError
+from mmclip.data.transforms import normalize
 from mmclip.losses import InfoNCELoss
 from mmclip.train import load_train_config
 from mmclip.train.families.clip import logit_scale
@@ -108,6 +109,26 @@ def test_chunked_step_equals_whole_step(chunks):
     assert {"logit_scale_image_text", "logit_scale_text_text"} <= grads.keys()
     assert grads["logit_scale_image_text"].abs() > 0 and grads["logit_scale_text_text"].abs() > 0
     assert any(name.startswith("vision.") for name in grads) and any(name.startswith("text.") for name in grads)
+
+
+def test_uint8_pixels_are_normalised_once_by_the_step():
+    """The loader's uint8 pixels are normalised in the step and nowhere else: the step's loss is the
+    model's loss on pixels normalised by hand, and normalising twice (what the removed
+    ``pixel_dtype: float32`` did) gives another loss."""
+    model, batches = tiny(), make_batches()
+    batch = batches["image_text"]
+    assert batch["pixel_values"].dtype == torch.uint8
+    total, _, _ = run_step(model, {"image_text": batch})
+    loss_fn = InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0])
+
+    def loss_on(pixels):
+        with torch.no_grad():
+            out = model(pixel_values=pixels, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            return loss_fn(out.image_embeds.float(), out.text_embeds.float(), model.logit_scale_image_text)["loss"]
+
+    once = loss_on(normalize(batch["pixel_values"]))
+    torch.testing.assert_close(total, WEIGHTS["image_text"] * once)
+    assert not torch.allclose(loss_on(normalize(normalize(batch["pixel_values"]))), once)
 
 
 def test_dropout_masks_are_replayed_per_chunk():

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, MistralForCausalLM
 
 from mmclip import ConfigError
+from mmclip import checkpoint as model_checkpoint
 from mmclip.cli import main as cli_main
 from mmclip.data import MultiStreamLoader
 from mmclip.data.config import DataConfig
@@ -331,3 +332,25 @@ def test_demo_runs_both_stages_and_scores_retrieval_per_language(tmp_path, capsy
     assert AutoModel.from_pretrained(str(output / "hf"), trust_remote_code=True).encode_text("ein Würfel").shape == (64,)
     out = capsys.readouterr().out
     assert "finetune: held-out text retrieval, nDCG@10" in out and "mean nDCG@10: alignment" in out
+
+
+def test_export_is_indexed_and_searched_through_mmclip_search(workspace, tmp_path, capsys):
+    """The one exported-model interface: `mmclip search` indexes and queries a LUSIFER export's texts
+    as it does the dual encoder's; images are refused with a clear line."""
+    model = tiny_model(workspace)
+    model_checkpoint.write(tmp_path / "ckpt", model.config, model.state_dict())
+    assert cli_main(["export", str(tmp_path / "ckpt"), "--output", str(tmp_path / "hf")]) == 0
+    texts = [caption(i) for i in range(12)]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    index = tmp_path / "index"
+    assert cli_main(["search", "index", str(tmp_path / "hf"), "--texts", str(tmp_path / "texts.txt"),
+                     "--output", str(index), "--quiet"]) == 0
+    assert f"added 12, 12 items in all (flat, {model.config.embed_dim}-d)" in capsys.readouterr().out
+    for text in (texts[3], texts[7]):
+        assert cli_main(["search", "query", str(index), text, "--k", "3", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        assert hits[0]["text"] == text and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    (tmp_path / "images").mkdir()
+    assert cli_main(["search", "index", str(tmp_path / "hf"), "--images", str(tmp_path / "images"),
+                     "--output", str(tmp_path / "index2")]) == 2
+    assert "cannot index images" in capsys.readouterr().err
