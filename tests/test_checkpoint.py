@@ -42,7 +42,7 @@ def test_clip_checkpoint_is_detected_loaded_and_movable(tmp_path):
     stage = {
         "model": str(TINY), "model_overrides": [f"text.tokenizer={tmp_path / 'tokenizer'}"], "steps": 4,
         "data": {"streams": {"pairs": {"kind": "text_pair", "shards": ["unused"], "batch_size": 2}}},
-        "resolution_schedule": [{"step": 0, "image_size": 84}], "precision": "fp32",
+        "clip": {"resolution_schedule": [{"step": 0, "image_size": 84}]}, "precision": "fp32",
     }
     (tmp_path / "stage.yaml").write_text(yaml.safe_dump(stage))
     model, weights = family_checkpoint(tmp_path / "stage.yaml", tmp_path / "ckpt")

@@ -221,7 +221,7 @@ def test_both_stages_through_mmclip_train_resume_exactly(workspace):
         ({"lusifer": {"stage": "finetune"}}, "data.streams.reconstruction.kind: a LUSIFER finetune stage reads"),
         ({"lusifer": {"stage": "align", "mask_ratio": 1.0}}, "lusifer.mask_ratio: must be in [0, 1)"),
         ({"grad_cache_chunk": {"completion": 4}}, "grad_cache_chunk: is for the contrastive (finetune) stage"),
-        ({"resolution_schedule": [{"step": 0, "image_size": 64}]}, "resolution_schedule: is for the CLIP family only"),
+        ({"clip": {"resolution_schedule": [{"step": 0, "image_size": 64}]}}, "clip: is the CLIP family's block, only allowed with it"),
     ],
 )
 def test_config_errors_name_the_key_and_file(workspace, change, message):

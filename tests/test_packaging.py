@@ -50,8 +50,8 @@ def small_demo_stage(corpus):
         f"data.streams.text_pair.shards={json.dumps([str(corpus / 'text_pair')])}",
         f"data.streams.image_text.shards={json.dumps([str(corpus / 'image_text')])}",
         "data.streams.text_pair.batch_size=4", "data.streams.image_text.batch_size=4",
-        f"model_overrides={json.dumps([f'text.tokenizer={corpus / 'tokenizer'}'])}",
-        "steps=2", "resolution_schedule=[]", "optimizer.warmup_steps=1", "logging.tensorboard=false",
+        "model_overrides=" + json.dumps([f"text.tokenizer={corpus / 'tokenizer'}"]),
+        "steps=2", "clip.resolution_schedule=[]", "optimizer.warmup_steps=1", "logging.tensorboard=false",
     ]
 
 

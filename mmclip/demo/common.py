@@ -47,10 +47,10 @@ def stage_overrides(config_path: Path, output: Path, model_overrides: list[str],
         steps = max(2, round(config["steps"] * scale))
         warmup = round(config.get("optimizer", {}).get("warmup_steps", 0) * scale)
         overrides += [f"steps={steps}", f"optimizer.warmup_steps={warmup}"]
-        if config.get("resolution_schedule"):
+        if config.get("clip", {}).get("resolution_schedule"):
             schedule = [{**phase, "step": min(round(phase["step"] * scale), steps - 1)}
-                        for phase in config["resolution_schedule"]]
+                        for phase in config["clip"]["resolution_schedule"]]
             # Switches rounded onto the same step: the later size wins.
             schedule = list({phase["step"]: phase for phase in schedule}.values())
-            overrides.append(f"resolution_schedule={json.dumps(schedule)}")
+            overrides.append(f"clip.resolution_schedule={json.dumps(schedule)}")
     return overrides

@@ -64,6 +64,19 @@ class ResolutionPhase:
 
 
 @dataclass
+class CLIPTrainConfig:
+    """The ``clip`` family's block: the resolution schedule and the stage's patch dropout."""
+
+    resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
+    patch_dropout: float | None = None  # None: the model config's
+
+    def __post_init__(self) -> None:
+        require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")
+        steps = [phase.step for phase in self.resolution_schedule]
+        require(steps == sorted(steps) and len(set(steps)) == len(steps), "resolution_schedule", "steps must increase")
+
+
+@dataclass
 class CheckpointConfig:
     every_steps: int = 1000
     keep_last: int = 3
@@ -130,11 +143,9 @@ class TrainConfig:
     world_size: int | None = None  # the process count the recipe assumes (Table 6: 8); None: any
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
     # GradCache (mmclip.train.step): stream name -> samples embedded at a time per rank; a
     # stream not listed is embedded in one piece. Bounds activation memory, not the batch.
     grad_cache_chunk: dict[str, int] = field(default_factory=dict)
-    patch_dropout: float | None = None  # None: the model config's
     gradient_checkpointing: bool = False
     precision: str = "bf16"  # fp32 on CPU
     zero_stage: int = 1
@@ -143,19 +154,26 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
     family: str = "clip"  # mmclip.train.families: clip (model: a CLIPConfig YAML), lusifer (a LusiferConfig YAML)
-    lusifer: LusiferTrainConfig | None = None  # the lusifer family's own block, required with it
+    # Each family's own block, named after it, allowed only with it (clip's defaults when absent).
+    clip: CLIPTrainConfig | None = None
+    lusifer: LusiferTrainConfig | None = None  # required with family lusifer
+
+    REMOVED_KEYS = {
+        "resolution_schedule": "moved to clip.resolution_schedule (the CLIP family's block)",
+        "patch_dropout": "moved to clip.patch_dropout (the CLIP family's block)",
+    }
 
     def __post_init__(self) -> None:
         require(self.family in FAMILIES, "family", f"must be one of {tuple(FAMILIES)}, got {self.family!r}")
+        if self.family == "clip" and self.clip is None:
+            self.clip = CLIPTrainConfig()
+        require(self.clip is None or self.family == "clip", "clip", "is the CLIP family's block, only allowed with it")
         require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
                 "is required with family lusifer and only allowed with it")
         require(self.steps > 0, "steps", "must be positive")
         require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
         require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")
-        require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")
         require(self.world_size is None or self.world_size > 0, "world_size", "must be positive")
-        steps = [phase.step for phase in self.resolution_schedule]
-        require(steps == sorted(steps) and len(set(steps)) == len(steps), "resolution_schedule", "steps must increase")
         for name in self.loss.weights:
             require(name in self.data.streams, f"loss.weights.{name}", f"no such stream; streams are {list(self.data.streams)}")
         for name, chunk in self.grad_cache_chunk.items():

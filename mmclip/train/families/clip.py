@@ -36,14 +36,14 @@ def logit_scale(model: MMCLIP, kind: str) -> torch.Tensor:
 def image_size_at(config: TrainConfig, step: int) -> int:
     """The resolution of ``step``: the last schedule phase started by then, else ``data.image_size``."""
     size = config.data.image_size
-    for phase in config.resolution_schedule:
+    for phase in config.clip.resolution_schedule:
         if phase.step <= step:
             size = phase.image_size
     return size
 
 
 class CLIPFamily(ModelFamily):
-    """The dual encoder: phases are image sizes (``resolution_schedule``)."""
+    """The dual encoder: phases are image sizes (``clip.resolution_schedule``)."""
 
     def __init__(self, config: TrainConfig, model_config: CLIPConfig):
         super().__init__(config, model_config)
@@ -55,13 +55,15 @@ class CLIPFamily(ModelFamily):
         model_config = load_model_config(config.model, config.model_overrides)
         patch = model_config.vision.patch_size
         sizes = [("data.image_size", config.data.image_size)]
-        sizes += [(f"resolution_schedule[{i}].image_size", p.image_size) for i, p in enumerate(config.resolution_schedule)]
+        schedule = config.clip.resolution_schedule
+        sizes += [(f"clip.resolution_schedule[{i}].image_size", p.image_size) for i, p in enumerate(schedule)]
         for key, size in sizes:
             if size < patch:
                 raise ConfigError(f"{path}: {key}: image size {size} is below the patch size {patch}")
-        for i, phase in enumerate(config.resolution_schedule):
+        for i, phase in enumerate(schedule):
             if not 0 <= phase.step < config.steps:
-                raise ConfigError(f"{path}: resolution_schedule[{i}].step: {phase.step} is outside [0, steps={config.steps})")
+                raise ConfigError(f"{path}: clip.resolution_schedule[{i}].step: {phase.step} is outside "
+                                  f"[0, steps={config.steps})")
         # ZeRO-3 partitions the learned temperatures outside the forward, where GradCache's loss reads them.
         if config.grad_cache_chunk and config.zero_stage == 3:
             raise ConfigError(f"{path}: grad_cache_chunk: needs zero_stage 0, 1 or 2 (the CLIP family's temperatures "
@@ -82,8 +84,8 @@ class CLIPFamily(ModelFamily):
             checkpoint.load_weights(model, weights)  # at the checkpoint's grid, then resized below
         if model.vision.config.image_size != phase:
             model.vision.set_image_size(phase)
-        if config.patch_dropout is not None:
-            model.vision.config.patch_dropout = config.patch_dropout
+        if config.clip.patch_dropout is not None:
+            model.vision.config.patch_dropout = config.clip.patch_dropout
         model.set_grad_checkpointing(config.gradient_checkpointing)
         for name in LOGIT_SCALES.values():
             setattr(model, name, torch.nn.Parameter(getattr(model, name).detach().reshape(1)))

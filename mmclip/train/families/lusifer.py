@@ -89,8 +89,6 @@ class LusiferFamily(ModelFamily):
     @staticmethod
     def load_model_config(config: TrainConfig, path: str | Path) -> LusiferConfig:
         settings = config.lusifer
-        if config.resolution_schedule:
-            raise ConfigError(f"{path}: resolution_schedule: is for the CLIP family only")
         kinds = LUSIFER_STAGES[settings.stage]
         for name, stream in config.data.streams.items():
             if stream.kind not in kinds:
