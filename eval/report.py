@@ -46,7 +46,10 @@ def _working_directory(path: Path):
 
 
 def _exported(model: Path, output: Path) -> Path:
-    if (model / "model.yaml").is_file():
+    """An mmclip checkpoint exported under ``output`` (the harnesses use the exported interface only)."""
+    from mmclip import checkpoint
+
+    if checkpoint.is_checkpoint(model):
         from mmclip.export import export
 
         target = output / "model"
