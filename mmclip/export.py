@@ -36,6 +36,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from . import integrity
 from .config import ConfigError
 from .factory import create_model, load_model_config
 from .models import MMCLIP
@@ -133,6 +134,7 @@ def export(
         for module in sorted(MODELS_DIR.glob("*.py")):
             if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
                 shutil.copy2(module, tmp / module.name)
+        integrity.write_directory_manifest(tmp)  # last: loaders verify the directory against it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -4,13 +4,16 @@ Layout of ``OUTPUT/checkpoints/step_000123/``::
 
     deepspeed/            engine.save_checkpoint: module, optimizer (ZeRO partitions), schedule
     rank_000.json ...     per rank: loader state and RNG states
-    trainer_state.json    step, samples seen per stream, image size, config hash
+    trainer_state.json    step, samples seen per stream, image size, config hash, and the size and
+                          checksum of every other file (:mod:`mmclip.integrity`)
     model.safetensors     the full fp32 state dict (MMCLIP, or LUSIFER with LoRA merged), readable without DeepSpeed
     model.yaml            its model config (at the checkpoint's image size)
 
-Everything is written into ``step_000123.tmp/``; after a barrier rank 0 renames it (atomic) and
-replaces ``latest``, so a directory without ``.tmp`` is complete. Older ones beyond ``keep_last``
-are deleted only after the new one is complete.
+Everything is written into ``step_000123.tmp/``; after a barrier rank 0 writes the state file
+last (atomically, after flushing every file to disk), renames the directory (atomic) and replaces
+``latest``. Older ones beyond ``keep_last`` are deleted only after the new one is complete. A
+checkpoint counts only when every file matches the state file's manifest: resume skips damaged
+ones (a truncated copy, a full disk, a lost rank file) with a warning and takes the next.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from .. import integrity
+from ..config import ConfigError
 from ..models import MMCLIP
 from .distributed import DistEnv, barrier
 
@@ -45,19 +50,25 @@ def checkpoint_dir(output: Path, step: int) -> Path:
     return output / "checkpoints" / f"step_{step:06d}"
 
 
-def find_latest(directory: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``directory`` (a run dir or its ``checkpoints/``), if any."""
+def candidates(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(step, dir)`` of every checkpoint directory under ``directory`` (a run dir or its ``checkpoints/``),
+    complete or not (unfinished ``.tmp`` ones excluded)."""
     directory = Path(directory)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
     if not directory.is_dir():
-        return None
-    complete = [
-        (int(match.group(1)), path)
-        for path in directory.iterdir()
-        if (match := STEP_DIR.match(path.name)) and (path / STATE_FILE).is_file()
-    ]
-    return max(complete)[1] if complete else None
+        return []
+    return [(int(match.group(1)), path) for path in directory.iterdir() if (match := STEP_DIR.match(path.name))]
+
+
+def find_latest(directory: str | Path) -> Path | None:
+    """The newest intact checkpoint under ``directory``, if any; damaged newer ones are skipped with a warning."""
+    return integrity.newest_intact(candidates(directory), STATE_FILE)
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`mmclip.integrity.IntegrityError` unless the checkpoint ``path`` is intact."""
+    integrity.read_verified_state(path, STATE_FILE)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -129,10 +140,16 @@ def save_checkpoint(
             weights = export_weights(engine.module, weights)
         save_file(weights, str(tmp / WEIGHTS_FILE))
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_config_dict(engine.module), sort_keys=False))
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the content complete
-        if final.exists():  # the same step saved again (a resolution switch after resume)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        files = integrity.build_manifest(tmp)
+        integrity.write_json_atomic(tmp / STATE_FILE, {**state, "files": files})  # last: marks the content complete
+        if final.exists():  # the same step saved again (a resolution switch after resume): never half-deleted
+            old = final.with_name(final.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
         latest = final.parent / "latest"
         (final.parent / "latest.tmp").write_text(final.name + "\n")
         os.replace(final.parent / "latest.tmp", latest)
@@ -143,18 +160,16 @@ def save_checkpoint(
 
 
 def _prune(directory: Path, keep_last: int) -> None:
-    steps = sorted(
-        (int(match.group(1)), path) for path in directory.iterdir() if (match := STEP_DIR.match(path.name))
-    )
-    for _, path in steps[:-keep_last]:
+    for _, path in sorted(candidates(directory))[:-keep_last]:
+        (path / STATE_FILE).unlink(missing_ok=True)  # first: a deletion cut short leaves no complete-looking dir
         shutil.rmtree(path, ignore_errors=True)
 
 
 def load_checkpoint(engine, path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restore engine (module, optimizer, schedule) and RNG; return the trainer state and this rank's loader state."""
     rank_file = path / f"rank_{env.rank:03d}.json"
-    if not rank_file.is_file():
-        raise FileNotFoundError(f"{path}: no state for rank {env.rank}; resume with the world size it was saved with")
+    if not rank_file.is_file():  # the checkpoint verified, so it was saved by fewer ranks
+        raise ConfigError(f"{path}: no state for rank {env.rank}; resume with the world size it was saved with")
     load_path, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)
     if load_path is None:
         raise RuntimeError(f"{path}: DeepSpeed could not load its checkpoint")
@@ -164,7 +179,10 @@ def load_checkpoint(engine, path: Path, env: DistEnv) -> tuple[dict[str, Any], d
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    return json.loads((path / STATE_FILE).read_text())
+    """The trainer state of a verified checkpoint (its file manifest left out)."""
+    state = json.loads((path / STATE_FILE).read_text())
+    state.pop("files", None)
+    return state
 
 
 def load_model_weights(model: MMCLIP, path: Path) -> None:
@@ -173,9 +191,22 @@ def load_model_weights(model: MMCLIP, path: Path) -> None:
     The tower is moved to the checkpoint's resolution so the position embedding loads as trained;
     the caller then resizes it to the stage's own.
     """
-    weights = load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))
+    weights = read_weights(path)
     grid = round((weights["vision.pos_embed"].shape[1] - 1) ** 0.5)
     # Compare grids, not sizes: 512 px and 504 px share the 36x36 grid, and 512 must stay 512.
     if grid != model.vision.config.grid_size:
         model.vision.set_image_size(grid * model.vision.config.patch_size)
     model.load_state_dict(weights)
+
+
+def verify_source(path: Path) -> None:
+    """Verify the checkpoint that weights ``path`` (a checkpoint dir or a file in one) come from, if any."""
+    checkpoint = path if path.is_dir() else path.parent
+    if (checkpoint / STATE_FILE).is_file():
+        verify(checkpoint)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``model.safetensors`` of a checkpoint (or the file itself), after verifying the checkpoint it belongs to."""
+    verify_source(path)
+    return load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ..config import ConfigError
@@ -106,7 +105,7 @@ class LusiferFamily(ModelFamily):
             torch.manual_seed(self.config.seed)
             model = create_lusifer_model(self.model_config, pretrained=weights is None)
             if weights is not None:  # a previous stage: LoRA already merged into plain weights
-                model.load_state_dict(load_file(str(weights / ckpt.WEIGHTS_FILE if weights.is_dir() else weights)))
+                model.load_state_dict(ckpt.read_weights(weights))
             model.lm_head.requires_grad_(False)
             for name in ("encoder", "llm"):
                 training, part = getattr(self.settings, name), getattr(model, name)

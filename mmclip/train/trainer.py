@@ -27,6 +27,7 @@ import yaml
 from torch import nn
 
 from ..config import ConfigError, load_config
+from ..integrity import IntegrityError
 from ..data import MultiStreamLoader
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -34,6 +35,7 @@ from .distributed import DistEnv, distributed_session, world_info
 from .family import ModelFamily, family_class
 from .metrics import MetricsLog, peak_flops, truncate_jsonl
 from .optim import build_optimizer, lr_per_tower
+from .preflight import check_inputs
 from .preemption import Preempted, StopRequest, watch_signals
 
 logger = logging.getLogger(__name__)
@@ -119,18 +121,23 @@ def _summed_over_ranks(skipped: dict[str, dict[str, int]]) -> dict[str, dict[str
 
 
 def _resolve_resume(resume: str | None, output: Path) -> Path | None:
+    """The intact checkpoint to resume from (damaged newer ones skipped with a warning each).
+
+    ``auto`` starts fresh only while the run has no checkpoint at all; a checkpoint directory given
+    by path must itself be intact, a run directory must hold one.
+    """
     if resume is None:
         return None
-    if resume == "auto":
-        path = ckpt.find_latest(output)
-        logger.info("resume auto: %s", path or "no complete checkpoint yet, starting fresh")
+    path = Path(output if resume == "auto" else resume)
+    if ckpt.STEP_DIR.match(path.name):
+        ckpt.verify(path)
         return path
-    path = Path(resume)
-    if not (path / ckpt.STATE_FILE).is_file():
-        path = ckpt.find_latest(path)
-        if path is None:
-            raise ConfigError(f"--resume: {resume} is not a complete checkpoint")
-    return path
+    latest = ckpt.find_latest(path)
+    if latest is None and resume == "auto" and not ckpt.candidates(output):
+        logger.info("resume auto: no checkpoint yet, starting fresh")
+    elif latest is None:
+        raise IntegrityError(f"--resume {resume}: no intact checkpoint in {path}")
+    return latest
 
 
 def train(config_path: str | Path, output: str | Path, overrides: list[str] = (), resume: str | None = None) -> Path:
@@ -145,7 +152,8 @@ def train(config_path: str | Path, output: str | Path, overrides: list[str] = ()
         if not (init_from.is_file() or (init_from / ckpt.WEIGHTS_FILE).is_file()):
             init_from = ckpt.find_latest(init_from)
             if init_from is None:
-                raise ConfigError(f"{config_path}: init_from: no complete checkpoint in {config.init_from}")
+                raise ConfigError(f"{config_path}: init_from: no intact checkpoint in {config.init_from}")
+    check_inputs(config, model_config, init_from)
     resume_path = _resolve_resume(resume, output)
     # Signals are watched from before the loader's workers fork, so they inherit the handler.
     with distributed_session(env) as device, watch_signals() as stop:
