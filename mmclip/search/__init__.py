@@ -86,6 +86,7 @@ def build_index(
         index = SearchIndex(model=str(model_dir.resolve()), fingerprint=model_fingerprint(model_dir), dim=dim)
     truncate_dim = None if index.dim == model.clip.config.embed_dim else index.dim
 
+    # By real path: a symlink to an image already indexed (or found earlier in this run) is the same image.
     known_paths = {item["path"] for item in index.items if item["type"] == "image"}
     new_files, skipped = [], []
     for root in map(Path, images):
@@ -96,7 +97,10 @@ def build_index(
             index.roots.append(root_name)
         files, outside = find_images(root)
         skipped += outside
-        new_files += [path for path in files if str(path.resolve()) not in known_paths]
+        for path in files:
+            if (real := str(path.resolve())) not in known_paths:
+                known_paths.add(real)
+                new_files.append(path)
     new_texts = []
     if texts is not None:
         known_texts = {item["text"] for item in index.items if item["type"] == "text"}
