@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -138,8 +137,7 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
+    integrity.replace_directory(tmp, output)
     logger.info("exported %s -> %s (%s)", source, output, dtype)
     return output
 

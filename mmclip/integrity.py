@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -82,6 +83,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Rename the complete ``tmp`` to ``final``. An existing ``final`` is first moved aside, so at every
+    moment one whole copy is in place (never a half-deleted ``final``)."""
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
 
 
 def write_directory_manifest(root: Path) -> None:

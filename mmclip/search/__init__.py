@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import integrity
 from .index import IMAGE_SUFFIXES, MAX_K, SearchError, SearchIndex, model_fingerprint, resolve_kind
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def load_model(model_dir: str | Path):
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise SearchError(f"{model_dir}: not an exported model (no config.json); create one with mmclip export")
+    integrity.check_directory(model_dir)  # the export's manifest: a cut copy is named, not half-loaded
     return AutoModel.from_pretrained(str(model_dir), trust_remote_code=True).eval()
 
 

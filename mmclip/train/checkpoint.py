@@ -142,14 +142,7 @@ def save_checkpoint(
         (tmp / "model.yaml").write_text(yaml.safe_dump(model_config_dict(engine.module), sort_keys=False))
         files = integrity.build_manifest(tmp)
         integrity.write_json_atomic(tmp / STATE_FILE, {**state, "files": files})  # last: marks the content complete
-        if final.exists():  # the same step saved again (a resolution switch after resume): never half-deleted
-            old = final.with_name(final.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        integrity.replace_directory(tmp, final)  # final exists when a step is saved again (resolution switch)
         latest = final.parent / "latest"
         (final.parent / "latest.tmp").write_text(final.name + "\n")
         os.replace(final.parent / "latest.tmp", latest)
