@@ -163,8 +163,10 @@ MOMENTS = {
     "deepspeed_save": ("deepspeed", lambda tmp: not (tmp / "rank_000.json").exists()),
     # everything but the state file written (or being flushed)
     "before_state_file": ("model.safetensors", lambda tmp: not (tmp / "trainer_state.json").exists()),
-    # the state file is in place: the directory's rename and ``latest`` follow
-    "rename": ("trainer_state.json", lambda tmp: True),
+    # the commit: the state file written under a temporary name and flushed, then renamed into place,
+    # then the directory renamed and ``latest`` replaced (renames take microseconds: no poll sees
+    # the state file in place before its directory is renamed, so the trigger is the state file's write)
+    "rename": ("trainer_state.json.tmp", lambda tmp: True),
 }
 
 
