@@ -27,8 +27,8 @@ import yaml
 from torch import nn
 
 from ..config import ConfigError, load_config
-from ..integrity import IntegrityError
 from ..data import MultiStreamLoader
+from ..integrity import IntegrityError
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, distributed_session, world_info
