@@ -25,7 +25,8 @@ from pathlib import Path
 BLOCK = 1 << 20
 SAMPLES = 16
 WHOLE_LIMIT = 64 << 20
-MANIFEST = "manifest.json"  # of an export directory
+MANIFEST = "manifest.json"  # an export's: every other file
+STATE_FILE = "trainer_state.json"  # a run checkpoint's state, which records every other file
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,14 @@ def write_directory_manifest(root: Path) -> None:
     write_json_atomic(root / MANIFEST, {"files": build_manifest(root, exclude=(MANIFEST,))})
 
 
-def check_directory(root: Path) -> None:
-    """Verify ``root`` against its ``manifest.json``; a directory without one (not ours) passes."""
+def check_source(path: Path) -> None:
+    """Verify the directory weights ``path`` (a directory, or a file in one) come from against the
+    manifest it carries: a run checkpoint's state file or an export's ``manifest.json``. A directory
+    with neither (not written by mmclip: a released model, a timm file) passes."""
+    root = path if path.is_dir() else path.parent
+    if (root / STATE_FILE).is_file():
+        read_verified_state(root, STATE_FILE)
+        return
     manifest_file = root / MANIFEST
     if not manifest_file.is_file():
         return

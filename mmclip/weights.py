@@ -68,7 +68,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     elif not path.exists():
         raise WeightLoadingError(f"{path}: no such file or directory")
     try:
-        integrity.check_directory(path.parent)  # an mmclip export: its manifest
+        integrity.check_source(path.parent)  # an mmclip export: its manifest
     except integrity.IntegrityError as error:
         raise WeightLoadingError(str(error)) from None
     if path.name.endswith(".index.json"):

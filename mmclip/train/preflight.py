@@ -3,26 +3,23 @@
 The config checks (:func:`mmclip.train.load_train_config`) see only the YAML; these open what it
 names: every stream's shard sets (present, of the stream's kind, not empty), the tokenizer, each
 outside checkpoint's layout from its keys alone (a text checkpoint named as ``vision.pretrained``
-is refused here, naming what it is), and a checkpoint to start from (its manifest verified). Each
-raises the project's error for its kind, which the CLI prints as one line with exit status 2.
+is refused here, naming what it is); ``init_from`` and ``--resume`` are verified where they are
+resolved (:mod:`.run_checkpoint`). Each raises the project's error for its kind, which the CLI prints as one line with exit status 2.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from .. import weights
 from ..data.shards import read_stream_shards
 from ..models import CLIPConfig
 from ..tokenizer import load_tokenizer
-from . import checkpoint as ckpt
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 
-def check_inputs(config: TrainConfig, model_config, init_from: Path | None) -> None:
+def check_inputs(config: TrainConfig, model_config) -> None:
     for name, stream in config.data.streams.items():
         read_stream_shards(name, stream.kind, stream.shards)
     if isinstance(model_config, CLIPConfig):
@@ -31,5 +28,3 @@ def check_inputs(config: TrainConfig, model_config, init_from: Path | None) -> N
                             ("text", model_config.text.pretrained)):
             if path:
                 logger.info("%s: %s layout", path, weights.check_layout(path, tower))
-    if init_from is not None:
-        ckpt.verify_source(init_from)

@@ -1,13 +1,14 @@
-"""Step checkpoints that a killed run can always resume from.
+"""Run checkpoints that a killed run can always resume from; they know no model by name.
 
 Layout of ``OUTPUT/checkpoints/step_000123/``::
 
     deepspeed/            engine.save_checkpoint: module, optimizer (ZeRO partitions), schedule
     rank_000.json ...     per rank: loader state and RNG states
-    trainer_state.json    step, samples seen per stream, image size, config hash, and the size and
-                          checksum of every other file (:mod:`mmclip.integrity`)
-    model.safetensors     the full fp32 state dict (MMCLIP, or LUSIFER with LoRA merged), readable without DeepSpeed
-    model.yaml            its model config (at the checkpoint's image size)
+    trainer_state.json    step, samples seen per stream, the family's phase, config hash, and the
+                          size and checksum of every other file (:mod:`mmclip.integrity`)
+    model.yaml, model.safetensors, tokenizer/ ...
+                          the model checkpoint (:mod:`mmclip.checkpoint`), written by the model
+                          family from the full fp32 weights: readable without DeepSpeed
 
 Everything is written into ``step_000123.tmp/``; after a barrier rank 0 writes the state file
 last (atomically, after flushing every file to disk), renames the directory (atomic) and replaces
@@ -18,7 +19,6 @@ ones (a truncated copy, a full disk, a lost rank file) with a warning and takes 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -29,21 +29,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 
+from .. import checkpoint as model_checkpoint
 from .. import integrity
 from ..config import ConfigError
-from ..models import MMCLIP
 from .distributed import DistEnv, barrier
 
 logger = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 DEEPSPEED_TAG = "deepspeed"
-STATE_FILE = "trainer_state.json"
-WEIGHTS_FILE = "model.safetensors"
-LOGIT_SCALES = ("logit_scale_image_text", "logit_scale_text_text")  # trained as [1], exported 0-d as in MMCLIP
+STATE_FILE = integrity.STATE_FILE
+# Writes the model checkpoint into a directory from the engine's module and its full fp32 weights.
+WriteModel = Callable[[Path, Any, dict[str, torch.Tensor]], None]
 
 
 def checkpoint_dir(output: Path, step: int) -> Path:
@@ -93,17 +91,6 @@ def _to_tuple(value: Any) -> Any:
     return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
 
 
-def model_config_dict(model: MMCLIP) -> dict[str, Any]:
-    """The model config as a YAML-able dict of init fields only (derived properties left out)."""
-
-    def init_fields(node: Any) -> Any:
-        if dataclasses.is_dataclass(node):
-            return {f.name: init_fields(getattr(node, f.name)) for f in dataclasses.fields(node) if f.init}
-        return node
-
-    return init_fields(model.config)
-
-
 def _full_fp32_state_dict(engine, tmp: Path) -> dict[str, torch.Tensor]:
     """fp32 weights: the module's own where they are complete and fp32, else the ZeRO fp32 masters."""
     if engine.zero_optimization_stage() < 3 and not engine.bfloat16_enabled():
@@ -112,18 +99,18 @@ def _full_fp32_state_dict(engine, tmp: Path) -> dict[str, torch.Tensor]:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         weights = get_fp32_state_dict_from_zero_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
-    weights = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
-    return {k: v.reshape(()) if k in LOGIT_SCALES else v for k, v in weights.items()}
+    return {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
 
 
 def save_checkpoint(
     engine, output: Path, env: DistEnv, state: dict[str, Any], loader_state: dict[str, Any], keep_last: int,
-    export_weights: Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    write_model: WriteModel,
 ) -> Path:
     """Write the checkpoint of ``state["step"]`` (collective: every rank calls it).
 
-    ``export_weights(module, state_dict)`` turns the full fp32 state dict into ``model.safetensors``
-    (LUSIFER merges its LoRA adapters there); the engine's own checkpoint keeps the module as trained.
+    ``write_model(directory, module, weights)`` writes the model checkpoint from the full fp32 state
+    dict (the family's: LUSIFER merges its LoRA adapters there); the engine's own checkpoint keeps
+    the module as trained.
     """
     final = checkpoint_dir(output, state["step"])
     tmp = final.with_name(final.name + ".tmp")
@@ -135,14 +122,10 @@ def save_checkpoint(
     (tmp / f"rank_{env.rank:03d}.json").write_text(json.dumps({"loader": loader_state, "rng": _rng_state()}))
     barrier()
     if env.is_main:
-        weights = _full_fp32_state_dict(engine, tmp)
-        if export_weights is not None:
-            weights = export_weights(engine.module, weights)
-        save_file(weights, str(tmp / WEIGHTS_FILE))
-        (tmp / "model.yaml").write_text(yaml.safe_dump(model_config_dict(engine.module), sort_keys=False))
+        write_model(tmp, engine.module, _full_fp32_state_dict(engine, tmp))
         files = integrity.build_manifest(tmp)
         integrity.write_json_atomic(tmp / STATE_FILE, {**state, "files": files})  # last: marks the content complete
-        integrity.replace_directory(tmp, final)  # final exists when a step is saved again (resolution switch)
+        integrity.replace_directory(tmp, final)  # final exists when a step is saved again (a phase change after resume)
         latest = final.parent / "latest"
         (final.parent / "latest.tmp").write_text(final.name + "\n")
         os.replace(final.parent / "latest.tmp", latest)
@@ -178,28 +161,40 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_model_weights(model: MMCLIP, path: Path) -> None:
-    """Load ``model.safetensors`` of a checkpoint into ``model``, first matching its vision grid.
-
-    The tower is moved to the checkpoint's resolution so the position embedding loads as trained;
-    the caller then resizes it to the stage's own.
-    """
-    weights = read_weights(path)
-    grid = round((weights["vision.pos_embed"].shape[1] - 1) ** 0.5)
-    # Compare grids, not sizes: 512 px and 504 px share the 36x36 grid, and 512 must stay 512.
-    if grid != model.vision.config.grid_size:
-        model.vision.set_image_size(grid * model.vision.config.patch_size)
-    model.load_state_dict(weights)
-
-
-def verify_source(path: Path) -> None:
-    """Verify the checkpoint that weights ``path`` (a checkpoint dir or a file in one) come from, if any."""
-    checkpoint = path if path.is_dir() else path.parent
-    if (checkpoint / STATE_FILE).is_file():
-        verify(checkpoint)
+def resolve(spec: str | Path, key: str, accept: Callable[[Path], bool]) -> Path:
+    """The checkpoint ``spec`` names: itself when ``accept`` takes it (verified against the manifest
+    it carries), else the newest intact one under it (a run directory or its ``checkpoints/``);
+    ``key`` names the setting in the error."""
+    path = Path(spec)
+    if accept(path):
+        integrity.check_source(path)
+        return path
+    latest = find_latest(path)
+    if latest is None:
+        raise ConfigError(f"{key}: {spec} is not a complete checkpoint, nor a run directory with an intact one")
+    return latest
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """``model.safetensors`` of a checkpoint (or the file itself), after verifying the checkpoint it belongs to."""
-    verify_source(path)
-    return load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))
+def resolve_resume(resume: str | None, output: Path) -> Path | None:
+    """``--resume``: ``auto`` (the newest intact checkpoint in ``output``; a fresh start only while it
+    has no checkpoint at all) or a path (an intact checkpoint, or a run directory with one). Damaged
+    newer checkpoints are skipped with a warning each."""
+    if resume is None:
+        return None
+    path = Path(output if resume == "auto" else resume)
+    if STEP_DIR.match(path.name) or (path / STATE_FILE).is_file():
+        verify(path)
+        return path
+    latest = find_latest(path)
+    if latest is None and resume == "auto" and not candidates(path):
+        logger.info("resume auto: no checkpoint yet, starting fresh")
+    elif latest is None:
+        raise integrity.IntegrityError(f"--resume {resume}: no intact checkpoint in {path}")
+    return latest
+
+
+def resolve_init_from(init_from: str | None) -> Path | None:
+    """``init_from``: a model checkpoint, its ``model.safetensors``, or a run directory (its newest)."""
+    if init_from is None:
+        return None
+    return resolve(init_from, "init_from", lambda path: path.is_file() or model_checkpoint.is_checkpoint(path))
