@@ -26,6 +26,7 @@ BLOCK = 1 << 20
 SAMPLES = 16
 WHOLE_LIMIT = 64 << 20
 MANIFEST = "manifest.json"  # an export's: every other file
+MANIFEST_FORMAT = "mmclip-files-v1"
 STATE_FILE = "trainer_state.json"  # a run checkpoint's state, which records every other file
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def replace_directory(tmp: Path, final: Path) -> None:
 
 def write_directory_manifest(root: Path) -> None:
     """``root/manifest.json`` over every other file of ``root`` (an export, once complete)."""
-    write_json_atomic(root / MANIFEST, {"files": build_manifest(root, exclude=(MANIFEST,))})
+    write_json_atomic(root / MANIFEST, {"format": MANIFEST_FORMAT, "files": build_manifest(root, exclude=(MANIFEST,))})
 
 
 def check_source(path: Path) -> None:
@@ -116,10 +117,11 @@ def check_source(path: Path) -> None:
     if not manifest_file.is_file():
         return
     try:
-        manifest = json.loads(manifest_file.read_text())["files"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise IntegrityError(f"{manifest_file}: unreadable ({error})") from None
-    check_manifest(root, manifest)
+        manifest = json.loads(manifest_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise IntegrityError(f"{manifest_file}: unreadable JSON, truncated? ({error})") from None
+    if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT:  # else another tool's file
+        check_manifest(root, manifest["files"])
 
 
 def read_verified_state(checkpoint: Path, state_file: str) -> dict:
