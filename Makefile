@@ -15,6 +15,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --requirement requirements.lock
 	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation deepspeed==$(DEEPSPEED_VERSION)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
+	$(BIN)/python -m mmclip.train.ops  # DeepSpeed's CPU op, compiled once into $(VENV)/torch_extensions
 	touch $@
 
 DEMO_DIR ?= runs/demo

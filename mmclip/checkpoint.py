@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import torch
 import yaml
 
+from . import integrity
 from .config import ConfigError, apply_overrides, from_dict, load_yaml, resolve_paths
 from .models.configuration import CLIPConfig, LusiferConfig
 
@@ -93,10 +94,12 @@ def read_config(path: str | Path, overrides: Iterable[str] = (), config: str | P
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a checkpoint directory or of a ``model.safetensors`` file."""
+    """The state dict of a checkpoint directory or of a ``model.safetensors`` file, after verifying
+    the directory against the manifest it carries (a run checkpoint's, an export's)."""
     from safetensors.torch import load_file
 
     path = Path(path)
+    integrity.check_source(path)
     return load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))
 
 

@@ -137,8 +137,21 @@ def add_eval_parser(commands) -> None:
     compare.set_defaults(run=_eval_compare)
 
 
+def user_error_kind(error: Exception) -> str | None:
+    """What a user's input was wrong with, by the project's error types (printed as one line, exit 2);
+    None for anything else (a bug)."""
+    from .data.shards import ShardSourceError
+    from .integrity import IntegrityError
+    from .weights import WeightLoadingError
+
+    kinds = ((ConfigError, "config error"), (ShardSourceError, "data error"), (WeightLoadingError, "weights error"),
+             (IntegrityError, "damaged file"))
+    return next((kind for error_type, kind in kinds if isinstance(error, error_type)), None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmclip", description="Multilingual multimodal embeddings (jina-clip-v2 style).")
+    parser.add_argument("--debug", action="store_true", help="a traceback with every error, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("info", help="parameters and FLOPs of a model config; peak GPU memory of a stage config")
@@ -183,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except ConfigError as error:
-        print(f"mmclip: config error: {error}", file=sys.stderr)
+    except Exception as error:
+        kind = user_error_kind(error)
+        if kind is None or args.debug:  # a bug: the traceback is what to report
+            raise
+        message = " ".join(str(error).split("\n"))  # one line, whatever a wrapped library said
+        print(f"mmclip: {kind}: {message}", file=sys.stderr)
         return 2
 
 

@@ -28,14 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from . import checkpoint
+from . import checkpoint, integrity
 from .config import CONFIG_DIR, ConfigError
 from .factory import create_model
 from .models import MMCLIP
@@ -134,11 +133,11 @@ def export(
         for module in sorted(MODELS_DIR.glob("*.py")):
             if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
                 shutil.copy2(module, tmp / module.name)
+        integrity.write_directory_manifest(tmp)  # last: loaders verify the directory against it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
+    integrity.replace_directory(tmp, output)
     logger.info("exported %s -> %s (%s)", source, output, dtype)
     return output
 

@@ -15,7 +15,11 @@ from .models import TextConfig
 
 def load_tokenizer(path: str | Path, text_config: TextConfig | None = None) -> PreTrainedTokenizerBase:
     """``AutoTokenizer`` from a local directory, checked against the text tower it feeds."""
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as error:  # transformers' "can't load tokenizer" / "unrecognized" errors
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{path}: not a tokenizer directory ({first_line})") from None
     if text_config is not None:
         if len(tokenizer) > text_config.vocab_size:
             raise ConfigError(

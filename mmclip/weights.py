@@ -23,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
+from . import integrity
 from .models import MMCLIP, EvaVisionTower, XLMRobertaTextTower
 from .models.eva import resample_pos_embed
 
@@ -65,6 +67,10 @@ def read_state_dict(path: str | Path) -> StateDict:
         path = _weights_file(path)
     elif not path.exists():
         raise WeightLoadingError(f"{path}: no such file or directory")
+    try:
+        integrity.check_source(path.parent)  # an mmclip export: its manifest
+    except integrity.IntegrityError as error:
+        raise WeightLoadingError(str(error)) from None
     if path.name.endswith(".index.json"):
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         state_dict = {}
@@ -82,12 +88,19 @@ def _weights_file(directory: Path) -> Path:
 
 
 def _read_file(path: Path) -> StateDict:
+    # Any file can be named here: the parsers' own errors (IndexError, SafetensorError, zipfile's,
+    # ...) become one WeightLoadingError naming the file and the format it was read as.
     if path.suffix == ".safetensors":
-        return safetensors.torch.load_file(path)
+        try:
+            return safetensors.torch.load_file(path)
+        except Exception as error:
+            raise WeightLoadingError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightLoadingError(f"{path}: not a weights-only torch checkpoint ({error})") from error
+    except Exception as error:
+        raise WeightLoadingError(f"{path}: not a torch checkpoint ({type(error).__name__}: {error})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]
@@ -239,10 +252,18 @@ def _detect(layouts: tuple[_Layout, ...], state_dict: StateDict, tower: str, pat
         if layout.prefix + layout.probe in state_dict:
             return layout
     probes = sorted({layout.prefix + layout.probe for layout in layouts})
+    found = describe_layout(state_dict)
     raise WeightLoadingError(
         f"{path}: no known {tower} layout (looked for any of {probes}); "
-        f"the checkpoint starts with {_listing(sorted(state_dict))}"
+        + (f"it is {found}" if found else f"the checkpoint starts with {_listing(sorted(state_dict))}")
     )
+
+
+def describe_layout(keys) -> str | None:
+    """What a checkpoint holds, by the probes it matches: e.g. "a hf_xlm_roberta text checkpoint"."""
+    found = [f"{layout.name} {tower}" for tower, layouts in (("vision", _VISION_LAYOUTS), ("text", _TEXT_LAYOUTS))
+             if (layout := next((lay for lay in layouts if lay.prefix + lay.probe in keys), None))]
+    return f"a {' + '.join(found)} checkpoint" if found else None
 
 
 def _tower_weights(state_dict: StateDict, layout: _Layout, ignored, path: Path) -> StateDict:
@@ -444,13 +465,7 @@ def load_clip_weights(model: MMCLIP, path: str | Path) -> str:
     state_dict = read_state_dict(path)
     vision_layout, vision = _vision_state_dict(model.vision, state_dict, path)
     text_layout, text = _text_state_dict(model.text, state_dict, path, model.config.text.lora_adapter)
-    roots = (vision_layout.prefix.partition(".")[0] + ".", text_layout.prefix.partition(".")[0] + ".")
-    name = _CLIP_LAYOUTS.get(roots)
-    if name is None:
-        raise WeightLoadingError(
-            f"{path}: not a dual-encoder checkpoint: {vision_layout.name} vision under {vision_layout.prefix!r}, "
-            f"{text_layout.name} text under {text_layout.prefix!r}"
-        )
+    name = _clip_layout(vision_layout, text_layout, path)
     weights = {f"vision.{key}": value for key, value in vision.items()}
     weights |= {f"text.{key}": value for key, value in text.items()}
     # What neither tower took (projections, a logit bias, ...) stays in under its own name: unexpected.
@@ -463,6 +478,41 @@ def load_clip_weights(model: MMCLIP, path: str | Path) -> str:
 
 
 # --- the strict load ----------------------------------------------------------------------------
+
+
+def _clip_layout(vision_layout: _Layout, text_layout: _Layout, path: Path) -> str:
+    roots = (vision_layout.prefix.partition(".")[0] + ".", text_layout.prefix.partition(".")[0] + ".")
+    name = _CLIP_LAYOUTS.get(roots)
+    if name is None:
+        raise WeightLoadingError(
+            f"{path}: not a dual-encoder checkpoint: {vision_layout.name} vision under {vision_layout.prefix!r}, "
+            f"{text_layout.name} text under {text_layout.prefix!r}"
+        )
+    return name
+
+
+def check_layout(path: str | Path, tower: str) -> str:
+    """The layout ``path`` has for ``tower`` (``vision``, ``text`` or ``clip``), from its keys alone:
+    the check a stage runs before building anything. Raises :class:`WeightLoadingError` naming what it found."""
+    path = Path(path)
+    keys = read_keys(path)
+    if tower == "vision":
+        return _detect(_VISION_LAYOUTS, keys, "vision", path).name
+    if tower == "text":
+        return _detect(_TEXT_LAYOUTS, keys, "text", path).name
+    return _clip_layout(_detect(_VISION_LAYOUTS, keys, "vision", path), _detect(_TEXT_LAYOUTS, keys, "text", path), path)
+
+
+def read_keys(path: Path) -> dict[str, None]:
+    """The tensor names of a checkpoint; safetensors files are not read beyond their header."""
+    file = _weights_file(path) if path.is_dir() else path
+    if file.suffix == ".safetensors" and file.is_file():
+        try:
+            with safetensors.safe_open(file, "pt") as handle:
+                return dict.fromkeys(handle.keys())
+        except Exception as error:  # as _read_file: whatever the parser raises on a foreign file
+            raise WeightLoadingError(f"{file}: not a readable safetensors file ({type(error).__name__}: {error})") from None
+    return dict.fromkeys(read_state_dict(path))
 
 
 def _listing(keys: list[str]) -> str:

@@ -1,10 +1,14 @@
 """`mmclip search`: index, query and serve over an exported model, end to end; the page in Chromium."""
 
 import json
+import logging
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -88,6 +92,20 @@ def test_index_skips_broken_files_and_symlinks_out(collection, capsys):
     assert sorted(os.path.basename(item["path"]) for item in index.items) == sorted(
         f"{c}.{'png' if i % 2 else 'jpg'}" for i, c in enumerate(COLOURS[:6])
     )
+
+
+def test_symlinks_to_an_indexed_image_index_it_once(collection, capsys):
+    folder = collection / "aliases"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(collection / "images" / "red.jpg", folder / "red.jpg")
+    os.symlink(folder / "red.jpg", folder / "alias.jpg")
+    os.symlink("../red.jpg", folder / "nested" / "again.jpg")
+    argv = ["search", "index", str(collection / "hf"), "--images", str(folder), "--output", str(collection / "dedup")]
+    for expected in ("added 1, 1 items in all", "added 0, 1 items in all"):  # a second run: nothing new either
+        capsys.readouterr()
+        assert main([*argv, "--quiet"]) == 0
+        assert expected in capsys.readouterr().out
+    assert [item["path"] for item in SearchIndex.load(collection / "dedup").items] == [str(folder / "red.jpg")]
 
 
 def test_queries_rank_exactly_by_cosine_in_every_language(collection, capsys):
@@ -223,6 +241,23 @@ def test_server_answers_and_serves_only_indexed_files(server, collection):
         os.unlink(first)
         os.replace(first + ".bak", first)
     assert fetch(f"{base}/file?id=0") == (200, original)
+
+
+def test_a_client_gone_early_is_one_log_line(server, caplog, capsys):
+    """A client that resets the connection before its answer: the server logs one line, no traceback."""
+    server, base = server
+    caplog.set_level(logging.INFO, logger="mmclip.search.server")
+    for _ in range(20):  # until one reset lands before the answer is written (a query takes a forward pass)
+        with socket.create_connection(server.server_address[:2]) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            client.sendall(f"GET /api/search?q={quote('ein roter Stern')}&k=6 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.2)
+        if any("disconnected" in record.getMessage() for record in caplog.records):
+            break
+    lines = [record.getMessage() for record in caplog.records if "disconnected" in record.getMessage()]
+    assert lines and all("ConnectionResetError" in line or "BrokenPipeError" in line for line in lines)
+    assert "Traceback" not in capsys.readouterr().err
+    assert fetch(f"{base}/api/search?q=red&k=1")[0] == 200  # and it still serves
 
 
 @pytest.fixture(scope="session")

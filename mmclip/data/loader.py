@@ -36,7 +36,7 @@ from .collate import BatchBuilder
 from .config import DataConfig
 from .formats import BadSample, decode
 from .sharding import ShardPlan
-from .shards import read_shard_set
+from .shards import read_stream_shards
 from .stream import SampleStream
 from .transforms import ImageTransform
 
@@ -72,10 +72,7 @@ class StreamDataset(IterableDataset):
         self.name, self.kind, self.batch_size, self.epochs = name, stream.kind, stream.batch_size, epochs
         self.num_workers = max(1, config.workers(name))  # 0 workers: one stream in the main process
         self.seed, self.interleave, self.block_size = config.seed, config.interleave, config.shuffle_block
-        shard_sets = [read_shard_set(directory) for directory in stream.shards]
-        for directory, shard_set in zip(stream.shards, shard_sets):
-            if shard_set.kind != stream.kind:
-                raise ValueError(f"streams.{name}.shards: {directory} holds {shard_set.kind}, not {stream.kind}")
+        shard_sets = read_stream_shards(name, stream.kind, stream.shards)
         self.plan = ShardPlan(
             shard_sets,
             stream.weights,

@@ -144,23 +144,47 @@ class ShardSet:
         return sum(self.counts)
 
 
+class ShardSourceError(ValueError):
+    """A shard directory a stream names that cannot be read: missing, empty, another kind or format."""
+
+
+class MissingShards(ShardSourceError, FileNotFoundError):
+    """The directory, its manifest or a shard it lists does not exist."""
+
+
 def read_shard_set(directory: str | Path) -> ShardSet:
     """Read and check ``manifest.json``; every shard it lists must exist."""
     directory = Path(directory)
     path = directory / MANIFEST
+    if not directory.is_dir():
+        raise MissingShards(f"{directory}: no such shard directory")
     if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {MANIFEST}; build shards with `python -m data_pipelines`")
-    manifest = json.loads(path.read_text())
+        raise MissingShards(f"{directory}: no {MANIFEST}; build shards with `python -m data_pipelines`")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as error:
+        raise ShardSourceError(f"{path}: unreadable ({error})") from None
     if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
-        raise ValueError(
+        raise ShardSourceError(
             f"{path}: format {manifest.get('format')!r} version {manifest.get('version')!r}; "
             f"this mmclip reads {FORMAT_NAME!r} version {FORMAT_VERSION}"
         )
     shards = tuple(directory / name for name in manifest["shards"])
     missing = [str(p) for p in shards if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{path}: shards listed but missing: {', '.join(missing[:5])}")
+        raise MissingShards(f"{path}: shards listed but missing: {', '.join(missing[:5])}")
     return ShardSet(directory, manifest["kind"], shards, tuple(manifest["shards"].values()))
+
+
+def read_stream_shards(name: str, kind: str, directories: list[str]) -> list[ShardSet]:
+    """The shard sets of stream ``name``: each readable, of the stream's kind, and not all empty."""
+    shard_sets = [read_shard_set(directory) for directory in directories]
+    for directory, shard_set in zip(directories, shard_sets):
+        if shard_set.kind != kind:
+            raise ShardSourceError(f"streams.{name}.shards: {directory} holds {shard_set.kind}, not {kind}")
+    if not any(shard_set.total for shard_set in shard_sets):
+        raise ShardSourceError(f"streams.{name}.shards: {', '.join(map(str, directories))}: no samples")
+    return shard_sets
 
 
 def _write_json_atomic(path: Path, data) -> None:

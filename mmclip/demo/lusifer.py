@@ -60,6 +60,7 @@ def run(output: Path, scale: float = 1.0) -> dict:
 
     from ..export import export
     from ..train import train
+    from ..train.metrics import read_jsonl
 
     start = time.perf_counter()
     report: dict = {"scale": scale, "stages": {}}
@@ -75,7 +76,7 @@ def run(output: Path, scale: float = 1.0) -> dict:
         hf = output / ("hf" if stage == "finetune" else f"hf_{stage}")
         export(checkpoint, hf)
         scores = evaluate(hf, data)
-        log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+        log = read_jsonl(run_dir / "log.jsonl")
         report["stages"][stage] = {
             "checkpoint": str(checkpoint),
             "export": str(hf),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import integrity
 from .index import IMAGE_SUFFIXES, MAX_K, SearchError, SearchIndex, model_fingerprint, resolve_kind
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def load_model(model_dir: str | Path):
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise SearchError(f"{model_dir}: not an exported model (no config.json); create one with mmclip export")
+    integrity.check_source(model_dir)  # the export's manifest: a cut copy is named, not half-loaded
     return AutoModel.from_pretrained(str(model_dir), trust_remote_code=True).eval()
 
 
@@ -90,6 +92,7 @@ def build_index(
     if images and "image" not in model.modalities:
         raise SearchError(f"{model_dir}: a {'/'.join(model.modalities)} model: it cannot index images")
 
+    # By real path: a symlink to an image already indexed (or found earlier in this run) is the same image.
     known_paths = {item["path"] for item in index.items if item["type"] == "image"}
     new_files, skipped = [], []
     for root in map(Path, images):
@@ -100,7 +103,10 @@ def build_index(
             index.roots.append(root_name)
         files, outside = find_images(root)
         skipped += outside
-        new_files += [path for path in files if str(path.resolve()) not in known_paths]
+        for path in files:
+            if (real := str(path.resolve())) not in known_paths:
+                known_paths.add(real)
+                new_files.append(path)
     new_texts = []
     if texts is not None:
         known_texts = {item["text"] for item in index.items if item["type"] == "text"}

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .. import integrity
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +93,7 @@ class SearchIndex:
             **{key: getattr(self, key) for key in ("model", "fingerprint", "dim", "kind", "roots", "items", "skipped")},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        if directory.exists():
-            old = directory.with_name(directory.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, directory)
+        integrity.replace_directory(tmp, directory)
 
     # --- vectors --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,6 +85,14 @@ class SearchServer(ThreadingHTTPServer):
         self.index, self.model = index, model
         self.roots = [Path(root).resolve() for root in index.roots]
         self.model_lock = threading.Lock()  # one forward at a time: torch already uses every core
+
+    def handle_error(self, request, client_address) -> None:
+        """A client gone before its answer is sent is routine (a closed tab): one line, no traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            logger.info("%s disconnected before the answer was sent (%s)", client_address[0], type(error).__name__)
+        else:
+            super().handle_error(request, client_address)
 
     def allowed_file(self, item_id: int) -> Path | None:
         """The image with this id, if the index holds it and it still resolves inside an indexed folder."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .ops import use_environment_cache
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -56,6 +58,7 @@ def init_distributed(env: DistEnv) -> torch.device:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+    use_environment_cache()  # before DeepSpeed compiles its CPU op
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")

@@ -35,6 +35,7 @@ from .families import family_class
 from .families.base import ModelFamily
 from .metrics import MetricsLog, peak_flops, truncate_jsonl
 from .optim import lr_per_tower
+from .preflight import check_inputs
 from .preemption import Preempted, StopRequest, watch_signals
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def train(config_path: str | Path, output: str | Path, overrides: list[str] = ()
         init_from = ckpt.resolve_init_from(config.init_from)
     except ConfigError as error:
         raise ConfigError(f"{config_path}: {error}") from None
+    check_inputs(config, model_config)
     resume_path = ckpt.resolve_resume(resume, output)
     # Signals are watched from before the loader's workers fork, so they inherit the handler.
     with distributed_session(env) as device, watch_signals() as stop:

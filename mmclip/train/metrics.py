@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from ..info import TRAIN_FLOPS_PER_FORWARD, text_forward_flops, vision_forward_f
 from ..models import CLIPConfig
 
 # Dense bf16 peak FLOP/s by device-name substring (no sparsity); MFU is None elsewhere (CPU).
+logger = logging.getLogger(__name__)
+
 PEAK_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362.05e12}
 
 
@@ -68,11 +72,32 @@ class MetricsLog:
             self.writer.close()
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a log written one JSON line per record (``log.jsonl``, ``keys/rank_*.jsonl``)."""
+    return [record for _, record in _records(path)]
+
+
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` pairs; a line cut short by a SIGKILL or a full disk mid-write (the last one,
+    or one a later run appended after) is dropped with a warning naming it."""
+    records, torn = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            records.append((line, json.loads(line)))
+        except ValueError:
+            torn.append(number)
+    if torn:
+        logger.warning("%s: dropping torn line(s) %s (the writer died mid-line)", path, ", ".join(map(str, torn)))
+    return records
+
+
 def truncate_jsonl(path: Path, step: int) -> None:
     """Keep only the records up to ``step`` (a killed run logged steps its checkpoint did not keep)."""
     if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+        kept = "".join(line + "\n" for line, record in _records(path) if record["step"] <= step)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(kept)
+        os.replace(tmp, path)
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

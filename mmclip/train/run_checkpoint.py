@@ -4,19 +4,21 @@ Layout of ``OUTPUT/checkpoints/step_000123/``::
 
     deepspeed/            engine.save_checkpoint: module, optimizer (ZeRO partitions), schedule
     rank_000.json ...     per rank: loader state and RNG states
-    trainer_state.json    step, samples seen per stream, the family's phase, config hash
+    trainer_state.json    step, samples seen per stream, the family's phase, config hash, and the
+                          size and checksum of every other file (:mod:`mmclip.integrity`)
     model.yaml, model.safetensors, tokenizer/ ...
                           the model checkpoint (:mod:`mmclip.checkpoint`), written by the model
                           family from the full fp32 weights: readable without DeepSpeed
 
-Everything is written into ``step_000123.tmp/``; after a barrier rank 0 renames it (atomic) and
-replaces ``latest``, so a directory without ``.tmp`` is complete. Older ones beyond ``keep_last``
-are deleted only after the new one is complete.
+Everything is written into ``step_000123.tmp/``; after a barrier rank 0 writes the state file
+last (atomically, after flushing every file to disk), renames the directory (atomic) and replaces
+``latest``. Older ones beyond ``keep_last`` are deleted only after the new one is complete. A
+checkpoint counts only when every file matches the state file's manifest: resume skips damaged
+ones (a truncated copy, a full disk, a lost rank file) with a warning and takes the next.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from .. import checkpoint as model_checkpoint
+from .. import integrity
 from ..config import ConfigError
 from .distributed import DistEnv, barrier
 
@@ -36,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 DEEPSPEED_TAG = "deepspeed"
-STATE_FILE = "trainer_state.json"
+STATE_FILE = integrity.STATE_FILE
 # Writes the model checkpoint into a directory from the engine's module and its full fp32 weights.
 WriteModel = Callable[[Path, Any, dict[str, torch.Tensor]], None]
 
@@ -45,19 +48,25 @@ def checkpoint_dir(output: Path, step: int) -> Path:
     return output / "checkpoints" / f"step_{step:06d}"
 
 
-def find_latest(directory: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``directory`` (a run dir or its ``checkpoints/``), if any."""
+def candidates(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(step, dir)`` of every checkpoint directory under ``directory`` (a run dir or its ``checkpoints/``),
+    complete or not (unfinished ``.tmp`` ones excluded)."""
     directory = Path(directory)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
     if not directory.is_dir():
-        return None
-    complete = [
-        (int(match.group(1)), path)
-        for path in directory.iterdir()
-        if (match := STEP_DIR.match(path.name)) and (path / STATE_FILE).is_file()
-    ]
-    return max(complete)[1] if complete else None
+        return []
+    return [(int(match.group(1)), path) for path in directory.iterdir() if (match := STEP_DIR.match(path.name))]
+
+
+def find_latest(directory: str | Path) -> Path | None:
+    """The newest intact checkpoint under ``directory``, if any; damaged newer ones are skipped with a warning."""
+    return integrity.newest_intact(candidates(directory), STATE_FILE)
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`mmclip.integrity.IntegrityError` unless the checkpoint ``path`` is intact."""
+    integrity.read_verified_state(path, STATE_FILE)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -114,10 +123,9 @@ def save_checkpoint(
     barrier()
     if env.is_main:
         write_model(tmp, engine.module, _full_fp32_state_dict(engine, tmp))
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the content complete
-        if final.exists():  # the same step saved again (a phase change after resume)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        files = integrity.build_manifest(tmp)
+        integrity.write_json_atomic(tmp / STATE_FILE, {**state, "files": files})  # last: marks the content complete
+        integrity.replace_directory(tmp, final)  # final exists when a step is saved again (a phase change after resume)
         latest = final.parent / "latest"
         (final.parent / "latest.tmp").write_text(final.name + "\n")
         os.replace(final.parent / "latest.tmp", latest)
@@ -128,18 +136,16 @@ def save_checkpoint(
 
 
 def _prune(directory: Path, keep_last: int) -> None:
-    steps = sorted(
-        (int(match.group(1)), path) for path in directory.iterdir() if (match := STEP_DIR.match(path.name))
-    )
-    for _, path in steps[:-keep_last]:
+    for _, path in sorted(candidates(directory))[:-keep_last]:
+        (path / STATE_FILE).unlink(missing_ok=True)  # first: a deletion cut short leaves no complete-looking dir
         shutil.rmtree(path, ignore_errors=True)
 
 
 def load_checkpoint(engine, path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restore engine (module, optimizer, schedule) and RNG; return the trainer state and this rank's loader state."""
     rank_file = path / f"rank_{env.rank:03d}.json"
-    if not rank_file.is_file():
-        raise FileNotFoundError(f"{path}: no state for rank {env.rank}; resume with the world size it was saved with")
+    if not rank_file.is_file():  # the checkpoint verified, so it was saved by fewer ranks
+        raise ConfigError(f"{path}: no state for rank {env.rank}; resume with the world size it was saved with")
     load_path, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)
     if load_path is None:
         raise RuntimeError(f"{path}: DeepSpeed could not load its checkpoint")
@@ -149,30 +155,42 @@ def load_checkpoint(engine, path: Path, env: DistEnv) -> tuple[dict[str, Any], d
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    return json.loads((path / STATE_FILE).read_text())
+    """The trainer state of a verified checkpoint (its file manifest left out)."""
+    state = json.loads((path / STATE_FILE).read_text())
+    state.pop("files", None)
+    return state
 
 
 def resolve(spec: str | Path, key: str, accept: Callable[[Path], bool]) -> Path:
-    """The checkpoint ``spec`` names: itself when ``accept`` takes it, else the newest complete one
-    under it (a run directory or its ``checkpoints/``); ``key`` names the setting in the error."""
+    """The checkpoint ``spec`` names: itself when ``accept`` takes it (verified against the manifest
+    it carries), else the newest intact one under it (a run directory or its ``checkpoints/``);
+    ``key`` names the setting in the error."""
     path = Path(spec)
     if accept(path):
+        integrity.check_source(path)
         return path
     latest = find_latest(path)
     if latest is None:
-        raise ConfigError(f"{key}: {spec} is not a complete checkpoint, nor a run directory with one")
+        raise ConfigError(f"{key}: {spec} is not a complete checkpoint, nor a run directory with an intact one")
     return latest
 
 
 def resolve_resume(resume: str | None, output: Path) -> Path | None:
-    """``--resume``: ``auto`` (the newest complete checkpoint in ``output``, or a fresh start) or a path."""
+    """``--resume``: ``auto`` (the newest intact checkpoint in ``output``; a fresh start only while it
+    has no checkpoint at all) or a path (an intact checkpoint, or a run directory with one). Damaged
+    newer checkpoints are skipped with a warning each."""
     if resume is None:
         return None
-    if resume == "auto":
-        path = find_latest(output)
-        logger.info("resume auto: %s", path or "no complete checkpoint yet, starting fresh")
+    path = Path(output if resume == "auto" else resume)
+    if STEP_DIR.match(path.name) or (path / STATE_FILE).is_file():
+        verify(path)
         return path
-    return resolve(resume, "--resume", lambda path: (path / STATE_FILE).is_file())
+    latest = find_latest(path)
+    if latest is None and resume == "auto" and not candidates(path):
+        logger.info("resume auto: no checkpoint yet, starting fresh")
+    elif latest is None:
+        raise integrity.IntegrityError(f"--resume {resume}: no intact checkpoint in {path}")
+    return latest
 
 
 def resolve_init_from(init_from: str | None) -> Path | None:
