@@ -32,6 +32,7 @@ class WriteSummary:
     kind: str
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> its first sample: "key: detail"
     shards: int = 0
     bytes: int = 0
 
@@ -82,6 +83,7 @@ class ShardSetWriter:
 
     def skip(self, key: str, reason: str, detail: str = "") -> None:
         self.summary.skipped[reason] += 1
+        self.summary.examples.setdefault(reason, f"{key}: {detail}" if detail else key)
         self._skipped_log.write(json.dumps({"key": key, "reason": reason, "detail": detail}, ensure_ascii=False) + "\n")
 
     def close(self) -> WriteSummary:

@@ -65,7 +65,8 @@ class Source:
         return sum(self.counts)
 
 
-def is_local(url: str) -> bool:
+def is_local(url: str | Path) -> bool:
+    url = str(url)
     return "://" not in url and not url.startswith("pipe:")
 
 
