@@ -178,8 +178,8 @@ def _webdataset_rows(source, field_map: FieldMap, args: argparse.Namespace) -> I
 
 
 def _record_row(record: Record, args: argparse.Namespace) -> Row:
-    """A decoded record as an input row of this build (metadata kept where the build reads it)."""
-    row: Row = {**record.extra, "__key__": record.key, args.language_field: record.language}
+    """A decoded record as an input row of this build, under the field names it reads."""
+    row: Row = {"__key__": record.key, args.language_field: record.language}
     if isinstance(record, ImageText):
         row.update({args.image_field: record.image, args.caption_field: record.caption})
     elif isinstance(record, Text):

@@ -86,6 +86,9 @@ def resolve(spec: str, cache_dir: str | Path | None = None) -> Source:
     urls = _urls(spec)
     if not urls:
         raise SourceError(f"{spec}: no tar files there")
+    missing = [url for url in urls if is_local(url) and not Path(url).is_file()]
+    if missing:
+        raise SourceError(f"{spec}: no such file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
     kind, counts = _counts(urls, cache_dir)
     return Source(spec, kind, tuple(urls), tuple(counts))
 
@@ -95,8 +98,6 @@ def _urls(spec: str) -> list[str]:
     if "{" in spec and ".." in spec:
         return list(braceexpand(spec))
     if spec.startswith("pipe:") or spec.rstrip("/").endswith(".tar"):
-        if is_local(spec) and not Path(spec).is_file():
-            raise SourceError(f"{spec}: no such file")
         return [spec]
     if is_local(spec):
         if not Path(spec).is_dir():
