@@ -4,6 +4,7 @@ served over loopback HTTP as an http:// pattern and through pipe:curl (and inspe
 bad samples, whose skips inspect and training count alike."""
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .test_loader import (  # noqa: F401  (tokenizer, tokenizer_dir: fixtures)
     tokenizer,
     tokenizer_dir,
 )
-from .test_train import kill_after_checkpoint, read_keys, read_log, run_train
+from .test_train import kill_after_checkpoint, read_keys, read_log, run_train, train_command
 
 I2D = REPO / "tests" / "fixtures" / "img2dataset" / "shards"
 I2D_PATTERN = "{00000..00004}.tar"
@@ -169,3 +170,10 @@ def test_a_plain_tar_of_bad_samples_is_inspected_and_trained_with_the_same_skips
     run_train(config_file(workspace, "bad", [tar], steps=steps, num_workers=0, max_image_pixels=1_000_000), output)
     skipped = read_log(output)[-1]["skipped"]["image_text"]
     assert set(skipped) == set(named.values()) and all(count >= 1 for count in skipped.values())
+
+
+def test_a_source_that_names_nothing_stops_training_with_one_line(workspace, tmp_path):
+    config = config_file(workspace, "nothing", [f"{tmp_path}/i2d/{{00000..00004}}.tar"], steps=2)
+    result = subprocess.run(train_command(config, tmp_path / "run"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"mmclip: config error: streams.image_text.shards: {tmp_path}/i2d/{{00000..00004}}.tar: no such file" in result.stderr

@@ -239,3 +239,10 @@ def test_fields_map_foreign_layouts(tmp_path, tokenizer):
 def test_bad_field_mappings_name_the_key(tmp_path, fields, message):
     with pytest.raises(ValueError, match=message):
         make_config({"m": {"kind": "image_text", "shards": [str(tmp_path)], "batch_size": 2, "fields": fields}})
+
+
+def test_a_url_that_cannot_be_fetched_fails_before_training_and_is_not_cached(http, tmp_path):
+    for spec in (f"{http}/plain/gone-{{0..1}}.tar", f"pipe:curl -s -f {http}/plain/gone-{{0..1}}.tar"):
+        with pytest.raises(SourceError, match="cannot count samples: .*gone-0.tar"):
+            resolve(spec, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -152,7 +152,10 @@ def _counts(urls: list[str], cache_dir: Path) -> tuple[str | None, list[int]]:
             known[url] = counts[name]
     missing = [url for url in urls if url not in known]
     if missing:
-        known.update(ShardIndex(cache_dir, missing).counts())
+        try:
+            known.update(ShardIndex(cache_dir, missing).counts())
+        except OSError as error:  # a tar that cannot be fetched: nothing is cached, the run does not start
+            raise SourceError(f"cannot count samples: {error}") from None
     return kind, [known[url] for url in urls]
 
 
@@ -201,13 +204,18 @@ def _probe_count(url: str) -> int:
         stats = _read_json(url[: -len(".tar")] + "_stats.json") if url.endswith(".tar") else None
         if isinstance(stats, dict) and isinstance(stats.get("successes"), int):
             return stats["successes"]
-    return count_samples(url)
+    try:
+        return count_samples(url)
+    except OSError as error:
+        raise OSError(f"{url}: {error}") from None
 
 
 def count_samples(url: str) -> int:
-    """Samples (distinct keys, in tar order) in a tar; a cut tar counts up to its cut sample."""
+    """Samples (distinct keys, in tar order) in a tar; a cut tar counts up to its cut sample.
+
+    A transport failure raises ``OSError`` (a count of what arrived would be cached as the truth)."""
     count, last = 0, None
-    with suppress(tarfile.TarError, OSError, EOFError):
+    with suppress(tarfile.TarError, EOFError):
         for key, _, _ in tar_members(url):
             if key != last:
                 count, last = count + 1, key
