@@ -79,7 +79,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shuffle", type=int, default=200, help="shuffle block (ours) and buffer (baseline)")
     parser.add_argument("--images", type=int, default=100, help="distinct JPEGs generated (cycled over samples)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per loader and setting (median reported)")
-    parser.add_argument("--source", choices=("local", "http"), default="local", help="shards from disk or loopback HTTP")
+    parser.add_argument(
+        "--source", choices=("local", "http"), default="local", help="shards from disk or from loopback HTTP"
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -239,9 +239,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     plain = parser.add_argument_group("plain tars")
     plain.add_argument("--kind", choices=KINDS, help="default: what the first sample looks like")
-    plain.add_argument("--fields", type=json.loads, metavar="JSON", help='a stream\'s field mapping, e.g. \'{"caption": "json:caption"}\'')
-    plain.add_argument("--max-image-pixels", type=int, default=DataConfig.max_image_pixels, help="the loader's bomb guard")
-    plain.add_argument("--index-cache", metavar="DIR", help="counting-pass index (default: ~/.cache/mmclip/shard-counts)")
+    plain.add_argument(
+        "--fields", type=json.loads, metavar="JSON", help='a stream\'s field mapping: \'{"caption": "json:caption"}\''
+    )
+    plain.add_argument(
+        "--max-image-pixels", type=int, default=DataConfig.max_image_pixels, help="the loader's bomb guard"
+    )
+    plain.add_argument("--index-cache", metavar="DIR", help="tar counts cache (default: ~/.cache/mmclip/shard-counts)")
 
 
 def run(args: argparse.Namespace) -> int:

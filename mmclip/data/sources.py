@@ -88,7 +88,8 @@ def resolve(spec: str, cache_dir: str | Path | None = None) -> Source:
         raise SourceError(f"{spec}: no tar files there")
     missing = [url for url in urls if is_local(url) and not Path(url).is_file()]
     if missing:
-        raise SourceError(f"{spec}: no such file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
+        more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+        raise SourceError(f"{spec}: no such file: {missing[0]}{more}")
     kind, counts = _counts(urls, cache_dir)
     return Source(spec, kind, tuple(urls), tuple(counts))
 
