@@ -251,9 +251,17 @@ def tar_members(url: str) -> Iterator[tuple[str, str, Callable[[], bytes]]]:
                 key, field = split_name(member.name)
                 if member.isfile() and key is not None:
                     yield key, field, _stream_reader(tar, member)
-    finally:
-        with suppress(OSError):  # an abandoned pipe's command exits with an error; the reader knows why it stopped
+    except GeneratorExit:  # abandoned: the command's error exit (broken pipe) is ours
+        with suppress(OSError):
             stream.close()
+        raise
+    except BaseException as error:
+        try:  # a failed transfer (curl's exit status) is why the tar looked empty or cut: say so
+            stream.close()
+        except OSError as transport:
+            raise transport from error
+        raise
+    stream.close()  # a command that failed after its last byte fails here
 
 
 def _seek_reader(file, member: tarfile.TarInfo, file_size: int) -> Callable[[], bytes]:
