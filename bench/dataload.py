@@ -9,8 +9,7 @@ training crop at ``size`` and the tokenized captions, with the same worker count
   the caption tokenized per sample (padded to the context length, as open_clip) -> ``batched``;
 * ours: :class:`mmclip.data.MultiStreamLoader` with one image-text stream (reduced-scale JPEG
   decode, torch's uint8 antialiased bicubic on the crop, batch tokenization) and ``uint8`` pixels,
-  normalised on the device in training; and again with ``pixel_dtype: float32``, normalised in
-  the workers: the baseline's output.
+  which training normalises on the device (``mmclip.train.step``).
 
 With ``--source http`` the shards are served by a loopback HTTP server (``python -m http.server``
 on 127.0.0.1): the baseline reads the URLs (webdataset streams them with curl), ours reads the
@@ -55,7 +54,8 @@ from mmclip.data import DataConfig, MultiStreamLoader
 from mmclip.data.formats import ImageText
 from mmclip.data.shards import ShardSetWriter
 from mmclip.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, TRAIN_SCALE
-from mmclip.tokenizer import load_tokenizer, train_tokenizer
+from data_pipelines.synthetic.tokenizer import train_tokenizer
+from mmclip.tokenizer import load_tokenizer
 
 CAPTIONS = [
     "a red car parked next to a blue house",
@@ -161,14 +161,13 @@ def baseline_batches(shards: list[str], size: int, args, tokenizer) -> Iterator[
     return iter(wds.WebLoader(pipeline, batch_size=None, num_workers=args.num_workers, prefetch_factor=2))
 
 
-def our_batches(source: str, size: int, args, tokenizer, pixel_dtype: str) -> Iterator[tuple]:
+def our_batches(source: str, size: int, args, tokenizer) -> Iterator[tuple]:
     config = DataConfig(
         streams={"image_text": {"kind": "image_text", "shards": [source], "batch_size": args.batch_size}},
         image_size=size,
         context_length=args.context_length,
         num_workers=args.num_workers,
         shuffle_block=args.shuffle,
-        pixel_dtype=pixel_dtype,
     )
     for step in MultiStreamLoader(config, tokenizer, pin_memory=False):
         batch = step["image_text"]
@@ -219,8 +218,6 @@ def measure(loaders: dict, args) -> list[dict]:
                     log(f"[{size}px, {num_workers} workers] {name}: {rate:.1f} samples/s")
             median = {name: statistics.median(r) for name, r in rates.items()}
             ratios = {"ratio": median["ours"] / median["baseline"]}
-            if "ours_float32" in median:
-                ratios["ratio_float32"] = median["ours_float32"] / median["baseline"]
             if "ours_local" in median:  # ours over HTTP against ours from disk
                 ratios["http_over_local"] = median["ours"] / median["ours_local"]
             results.append(
@@ -258,14 +255,13 @@ def main() -> None:
                 pattern = f"{url}/image_text-{{000000..{len(urls) - 1:06d}}}.tar"
                 loaders = {
                     "baseline": lambda size: baseline_batches(urls, size, args, tokenizer),
-                    "ours": lambda size: our_batches(pattern, size, args, tokenizer, "uint8"),
-                    "ours_local": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer, "uint8"),
+                    "ours": lambda size: our_batches(pattern, size, args, tokenizer),
+                    "ours_local": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer),
                 }
             else:
                 loaders = {
                     "baseline": lambda size: baseline_batches(shard_paths, size, args, tokenizer),
-                    "ours": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer, "uint8"),
-                    "ours_float32": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer, "float32"),
+                    "ours": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer),
                 }
             results = measure(loaders, args)
         finally:

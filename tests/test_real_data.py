@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 import yaml
 
-from mmclip.tokenizer import train_tokenizer
+from data_pipelines.synthetic.tokenizer import train_tokenizer
 
 from .conftest import REPO, TINY
 from .loopback import serve
