@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEEPSPEED_VERSION := 0.19.8
 
-.PHONY: install browser demo test bench slurm-cluster slurm-cluster-stop clean
+.PHONY: install browser curl demo test bench slurm-cluster slurm-cluster-stop clean
 
 install: $(STAMP)
 
@@ -33,7 +33,11 @@ demo: $(STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(STAMP) browser
+# curl: http:// shard sources stream through it (webdataset), and the tests' pipe:curl sources.
+curl:
+	command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl)
+
+test: $(STAMP) browser curl
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -11,12 +11,18 @@ training crop at ``size`` and the tokenized captions, with the same worker count
   decode, torch's uint8 antialiased bicubic on the crop, batch tokenization) and ``uint8`` pixels,
   which training normalises on the device (``mmclip.train.step``).
 
+With ``--source http`` the shards are served by a loopback HTTP server (``python -m http.server``
+on 127.0.0.1): the baseline reads the URLs (webdataset streams them with curl), ours reads the
+same URLs as a brace pattern (read ahead in a thread per tar) and, in the same run, the local
+files; ``http_over_local`` is ours over HTTP against ours from disk.
+
 Each run consumes ``--samples`` samples; the clock starts at the first batch, so worker start-up
 is excluded but every shard read after it is not. Runs alternate between the loaders. One JSON
 object goes to stdout (and ``--output``); progress goes to stderr.
 
     .venv/bin/python bench/dataload.py --output bench/results/dataload.json
     .venv/bin/python bench/dataload.py --sizes 224 --workers 1 --samples 200   # quick look
+    .venv/bin/python bench/dataload.py --source http --sizes 224 --workers 2 --output bench/results/dataload_http.json
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import importlib.metadata
 import io
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +79,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shuffle", type=int, default=200, help="shuffle block (ours) and buffer (baseline)")
     parser.add_argument("--images", type=int, default=100, help="distinct JPEGs generated (cycled over samples)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per loader and setting (median reported)")
+    parser.add_argument(
+        "--source", choices=("local", "http"), default="local", help="shards from disk or from loopback HTTP"
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -150,9 +161,9 @@ def baseline_batches(shards: list[str], size: int, args, tokenizer) -> Iterator[
     return iter(wds.WebLoader(pipeline, batch_size=None, num_workers=args.num_workers, prefetch_factor=2))
 
 
-def our_batches(directory: Path, size: int, args, tokenizer) -> Iterator[tuple]:
+def our_batches(source: str, size: int, args, tokenizer) -> Iterator[tuple]:
     config = DataConfig(
-        streams={"image_text": {"kind": "image_text", "shards": [str(directory)], "batch_size": args.batch_size}},
+        streams={"image_text": {"kind": "image_text", "shards": [source], "batch_size": args.batch_size}},
         image_size=size,
         context_length=args.context_length,
         num_workers=args.num_workers,
@@ -161,6 +172,23 @@ def our_batches(directory: Path, size: int, args, tokenizer) -> Iterator[tuple]:
     for step in MultiStreamLoader(config, tokenizer, pin_memory=False):
         batch = step["image_text"]
         yield batch["pixel_values"], batch["input_ids"]
+
+
+def serve(directory: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m http.server`` on a free loopback port, once it answers; stop it with ``terminate``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):  # up to 10 s
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("the loopback HTTP server did not start")
 
 
 def time_run(batches: Iterator[tuple], samples: int) -> tuple[float, tuple]:
@@ -173,6 +201,37 @@ def time_run(batches: Iterator[tuple], samples: int) -> tuple[float, tuple]:
     elapsed = time.perf_counter() - start
     del batches  # shuts the workers down before the next run
     return seen / elapsed, (tuple(first[0].shape), str(first[0].dtype))
+
+
+def measure(loaders: dict, args) -> list[dict]:
+    """Median samples/s per loader and setting; runs alternate between the loaders."""
+    results = []
+    for num_workers in args.workers:
+        args.num_workers = num_workers
+        for size in args.sizes:
+            rates: dict[str, list[float]] = {name: [] for name in loaders}
+            shapes = {}
+            for _ in range(args.repeats):
+                for name, make in loaders.items():
+                    rate, shapes[name] = time_run(make(size), args.samples)
+                    rates[name].append(rate)
+                    log(f"[{size}px, {num_workers} workers] {name}: {rate:.1f} samples/s")
+            median = {name: statistics.median(r) for name, r in rates.items()}
+            ratios = {"ratio": median["ours"] / median["baseline"]}
+            if "ours_local" in median:  # ours over HTTP against ours from disk
+                ratios["http_over_local"] = median["ours"] / median["ours_local"]
+            results.append(
+                {
+                    "size": size,
+                    "num_workers": num_workers,
+                    **{f"{name}_samples_per_s": median[name] for name in loaders},
+                    **{f"{name}_samples_per_s_per_worker": median[name] / num_workers for name in loaders},
+                    **ratios,
+                    "pixel_values": shapes,
+                    "runs": rates,
+                }
+            )
+    return results
 
 
 def main() -> None:
@@ -188,34 +247,27 @@ def main() -> None:
         train_tokenizer(CAPTIONS * 8, 400, tmp / "tokenizer")
         tokenizer = load_tokenizer(tmp / "tokenizer")
         shard_paths = sorted(str(p) for p in (tmp / "shards").glob("*.tar"))
-
-        loaders = {
-            "baseline": lambda size: baseline_batches(shard_paths, size, args, tokenizer),
-            "ours": lambda size: our_batches(tmp / "shards", size, args, tokenizer),
-        }
-        results = []
-        for num_workers in args.workers:
-            args.num_workers = num_workers
-            for size in args.sizes:
-                rates: dict[str, list[float]] = {name: [] for name in loaders}
-                shapes = {}
-                for _ in range(args.repeats):
-                    for name, make in loaders.items():
-                        rate, shapes[name] = time_run(make(size), args.samples)
-                        rates[name].append(rate)
-                        log(f"[{size}px, {num_workers} workers] {name}: {rate:.1f} samples/s")
-                median = {name: statistics.median(r) for name, r in rates.items()}
-                results.append(
-                    {
-                        "size": size,
-                        "num_workers": num_workers,
-                        **{f"{name}_samples_per_s": median[name] for name in loaders},
-                        **{f"{name}_samples_per_s_per_worker": median[name] / num_workers for name in loaders},
-                        "ratio": median["ours"] / median["baseline"],
-                        "pixel_values": shapes,
-                        "runs": rates,
-                    }
-                )
+        server = None
+        try:
+            if args.source == "http":
+                server, url = serve(tmp / "shards")
+                urls = [f"{url}/{Path(p).name}" for p in shard_paths]
+                pattern = f"{url}/image_text-{{000000..{len(urls) - 1:06d}}}.tar"
+                loaders = {
+                    "baseline": lambda size: baseline_batches(urls, size, args, tokenizer),
+                    "ours": lambda size: our_batches(pattern, size, args, tokenizer),
+                    "ours_local": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer),
+                }
+            else:
+                loaders = {
+                    "baseline": lambda size: baseline_batches(shard_paths, size, args, tokenizer),
+                    "ours": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer),
+                }
+            results = measure(loaders, args)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
 
     report = {
         "benchmark": "dataload",
@@ -223,6 +275,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "context_length": args.context_length,
         "shuffle": args.shuffle,
+        "source": args.source,
         "source_images": {"width": 1024, "height": 768, "jpeg_quality": 90, "mean_bytes": round(jpeg_bytes)},
         "device": {
             "cpu_model": cpu_model(),

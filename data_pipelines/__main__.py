@@ -9,8 +9,8 @@ import sys
 from . import build, inspect_shards, synthetic
 
 COMMANDS = {
-    "build": (build, "build shards from JSONL, CSV, Parquet, image folders or HF datasets"),
-    "inspect": (inspect_shards, "counts per kind, language and caption length; every skipped sample"),
+    "build": (build, "build shards from JSONL, CSV, Parquet, image folders, HF datasets or WebDataset tars"),
+    "inspect": (inspect_shards, "shard sets, tars, patterns, URLs: counts per kind, language and length; every bad sample"),
     "synthetic": (synthetic, "generate the synthetic multilingual corpus (deterministic by seed)"),
 }
 

@@ -1,13 +1,22 @@
 """``python -m data_pipelines build INPUT OUTPUT``: source data to one shard set, filtered as in jina-clip-v2.
 
-Input: JSONL, CSV/TSV or Parquet (image paths or image bytes), a folder of images with caption
-files (``cat.jpg`` + ``cat.txt``), or a Hugging Face dataset saved with ``save_to_disk``. Each row
+Input: JSONL, CSV/TSV or Parquet (image paths or image bytes; img2dataset's parquet output), a
+folder of images with caption files (``cat.jpg`` + ``cat.txt``), a Hugging Face dataset saved
+with ``save_to_disk``, or WebDataset tars: any source a training stream takes (a folder of tars
+such as img2dataset's, a brace pattern, ``pipe:`` or a URL), to re-filter and re-shard. Relative
+image paths resolve against the input file's folder, from any working directory. Each row
 becomes an image-text, text-pair, text-triplet or plain-text record (``--kind``): MS MARCO-style
 rows ``{"query", "positive": [...], "negative": [...]}`` (a list's first positive is taken) and
 Wikitext-style rows ``{"text"}`` (headings and blank lines fall to ``--min-words``); workers read, check and
 resize samples in parallel and the main process drops duplicates, optionally keeps the
 image-caption pairs a CLIP model scores highest, and writes the shards. Every left-out sample is
-recorded with a reason in ``skipped.jsonl`` and counted in the summary.
+recorded with a reason in ``skipped.jsonl`` and counted in the summary. A build that writes
+nothing, or skips more than half of its input (not counting ``--similarity-keep``'s share), exits
+with 1 and names its top reasons and an example, unless ``--accept-skips``.
+
+Duplicates: by default only the same image (perceptual hash) with the same caption is one; the
+same image with other captions (languages, sources) stays, as several samples.
+``--one-caption-per-image`` keeps only the first caption of each image.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 from PIL import ExifTags, Image
 from tqdm import tqdm
 
+from mmclip.data.fields import FieldMap
 from mmclip.data.formats import (
     CAPTION_KINDS,
     KINDS,
@@ -43,8 +53,12 @@ from mmclip.data.formats import (
     Text,
     TextPair,
     TextTriplet,
+    decode,
 )
+from mmclip.data.sharding import ShardSlice
 from mmclip.data.shards import ShardSetWriter, WriteSummary
+from mmclip.data.sources import is_local, resolve
+from mmclip.data.stream import read_tar
 from mmclip.data.transforms import open_image
 
 from . import filters
@@ -52,7 +66,8 @@ from .filters import Reject
 
 logger = logging.getLogger(__name__)
 
-INPUT_FORMATS = ("jsonl", "csv", "parquet", "folder", "hf")
+INPUT_FORMATS = ("jsonl", "csv", "parquet", "folder", "hf", "webdataset")
+IMG2DATASET_COLUMNS = {"key", "url", "status"}  # its parquet output; images in a jpg/png/webp column
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 # PIL format -> stored extension; anything else is re-encoded as JPEG.
 STORED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -66,10 +81,15 @@ Row = dict[str, Any]
 # --- readers: each yields rows (field name -> value), or a Reject for a row it cannot parse ---------
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: str) -> str:
+    if not is_local(path) or "{" in path or path.endswith(".tar"):
+        return "webdataset"
+    path = Path(path)
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             return "hf"
+        if any(path.glob("*.tar")):  # img2dataset's webdataset output: the tars hold the images
+            return "webdataset"
         return "parquet" if any(path.glob("*.parquet")) else "folder"
     formats = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
     if path.suffix.lower() not in formats:
@@ -101,9 +121,15 @@ def read_parquet(path: Path, args: argparse.Namespace) -> Iterator[Row]:
 
     for part in sorted(path.glob("*.parquet")) if path.is_dir() else [path]:
         parquet = pq.ParquetFile(part)
-        columns = [name for name in parquet.schema_arrow.names if name in _fields(args)]
+        names = parquet.schema_arrow.names
+        image_column = args.image_field
+        if IMG2DATASET_COLUMNS <= set(names) and image_column not in names:  # img2dataset's parquet output
+            image_column = next((ext for ext in ("jpg", "png", "webp") if ext in names), image_column)
+        columns = [name for name in names if name in _fields(args) | {image_column}]
         for batch in parquet.iter_batches(batch_size=256, columns=columns):
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                row[args.image_field] = row.get(image_column)
+                yield row
 
 
 def read_folder(path: Path, args: argparse.Namespace) -> Iterator[Row]:
@@ -112,7 +138,7 @@ def read_folder(path: Path, args: argparse.Namespace) -> Iterator[Row]:
         caption = image.with_suffix(".txt")
         yield {
             "path": str(image.relative_to(path)),
-            args.image_field: str(image),
+            args.image_field: str(image.relative_to(path)),  # resolved once, against the folder
             args.caption_field: caption.read_bytes() if caption.is_file() else None,
         }
 
@@ -130,7 +156,49 @@ def read_hf_dataset(path: Path, args: argparse.Namespace) -> Iterator[Row]:
     yield from dataset
 
 
-READERS = {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet, "folder": read_folder, "hf": read_hf_dataset}
+def read_webdataset(spec: str, args: argparse.Namespace) -> Iterator[Row | Reject]:
+    """The samples of any shard source, read as the loader reads them (``--fields`` maps foreign
+    layouts), as rows under this build's field names; a sample the loader would skip is a Reject.
+
+    The source resolves here, so one that names nothing fails before anything is written."""
+    return _webdataset_rows(resolve(spec, args.index_cache), FieldMap(args.kind, args.fields), args)
+
+
+def _webdataset_rows(source, field_map: FieldMap, args: argparse.Namespace) -> Iterator[Row | Reject]:
+    for url, count in zip(source.shards, source.counts):
+        for _, raw in read_tar(ShardSlice(url, count)):
+            try:
+                if "__error__" in raw:
+                    raise BadSample(raw["__error__"], raw["__detail__"])
+                record = decode(args.kind, field_map(raw))
+            except BadSample as bad:
+                yield Reject(bad.reason, f"{raw['__key__']}: {bad}")
+                continue
+            yield _record_row(record, args)
+
+
+def _record_row(record: Record, args: argparse.Namespace) -> Row:
+    """A decoded record as an input row of this build, under the field names it reads."""
+    row: Row = {"__key__": record.key, args.language_field: record.language}
+    if isinstance(record, ImageText):
+        row.update({args.image_field: record.image, args.caption_field: record.caption})
+    elif isinstance(record, Text):
+        row[args.text_field] = record.text
+    else:
+        row.update({args.query_field: record.query, args.positive_field: record.positive})
+        if isinstance(record, TextTriplet):
+            row[args.negatives_field] = record.negatives
+    return row
+
+
+READERS = {
+    "jsonl": read_jsonl,
+    "csv": read_csv,
+    "parquet": read_parquet,
+    "folder": read_folder,
+    "hf": read_hf_dataset,
+    "webdataset": read_webdataset,
+}
 
 
 def _fields(args: argparse.Namespace) -> set[str]:
@@ -158,7 +226,7 @@ class Prepared(NamedTuple):
     key: str
     record: Record | None = None
     reject: Reject | None = None
-    image_hash: str | None = None  # for the duplicate check in the main process
+    duplicate_key: str | None = None  # for the duplicate check in the main process: image hash (+ caption)
 
 
 class SamplePreparer:
@@ -168,7 +236,9 @@ class SamplePreparer:
         self.args = args
         languages = args.languages.split(",") if args.languages else None
         self.languages = frozenset(code.strip().lower() for code in languages) if languages else None
-        self.image_root = Path(args.image_root or (args.input if args.input.is_dir() else args.input.parent))
+        local = Path(args.input) if is_local(args.input) else Path.cwd()
+        # Relative paths name files beside the input, whatever the working directory.
+        self.image_root = Path(args.image_root or (local if local.is_dir() else local.parent)).absolute()
 
     def __call__(self, item: tuple[int, Row | Reject]) -> Prepared:
         index, row = item
@@ -193,7 +263,10 @@ class SamplePreparer:
             image, image_format, stored = self._image(row)
             width, height = stored.size
             record = ImageText(key, image, image_format, caption, language, args.source, caption_kind, width, height)
-            return Prepared(key, record, image_hash=filters.image_hash(stored) if args.dedup else None)
+            duplicate = None
+            if args.dedup:  # the same image with another caption is another sample, unless asked otherwise
+                duplicate = filters.image_hash(stored) + ("" if args.one_caption_per_image else "\t" + caption)
+            return Prepared(key, record, duplicate_key=duplicate)
         if args.kind == "text":
             text = _text(row, args.text_field)
             _check(filters.check_words(text, args.min_words))
@@ -375,8 +448,8 @@ def _new_records(results: Iterable[Prepared], writer: ShardSetWriter) -> Iterato
     keys, images = filters.Unique("duplicate_key"), filters.Unique("duplicate_image")
     for result in results:
         reject = result.reject or keys(result.key)
-        if reject is None and result.image_hash is not None:
-            reject = images(result.image_hash)
+        if reject is None and result.duplicate_key is not None:
+            reject = images(result.duplicate_key)
         if reject is not None:
             writer.skip(result.key, reject.reason, reject.detail)
         else:
@@ -433,9 +506,9 @@ def build(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "input",
-        type=Path,
         help="JSONL, CSV/TSV or Parquet file (or a folder of Parquet files), an image folder with caption files, "
-        "or a `datasets` save_to_disk directory",
+        "a `datasets` save_to_disk directory, or WebDataset tars: a folder of them, a tar, a brace pattern, "
+        "pipe:CMD or a URL",
     )
     parser.add_argument("output", type=Path, help="new shard set directory")
     parser.add_argument("--kind", choices=KINDS, default="image_text")
@@ -443,7 +516,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-format",
         choices=("auto", *INPUT_FORMATS),
         default="auto",
-        help="auto: by suffix; a directory with dataset_info.json is hf, with *.parquet parquet, else folder",
+        help="auto: URLs, patterns and .tar are webdataset; a directory with dataset_info.json is hf, "
+        "with *.tar webdataset, with *.parquet parquet, else folder",
     )
     parser.add_argument("--split", default="train", help="split of a saved DatasetDict")
     parser.add_argument("--image-root", type=Path, help="base of relative image paths (default: the input's folder)")
@@ -472,6 +546,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     fields.add_argument("--text-field", default="text", help="--kind text: the passage (Wikitext style)")
     fields.add_argument("--pair-kind", choices=PAIR_KINDS, default="other", help="text_pair metadata")
+    fields.add_argument(
+        "--fields",
+        type=json.loads,
+        metavar="JSON",
+        help='webdataset input: a stream\'s field mapping, e.g. \'{"caption": "json:caption"}\' (docs/data.md)',
+    )
+    fields.add_argument("--index-cache", metavar="DIR", help="webdataset input: where tar sample counts are cached")
 
     checks = parser.add_argument_group("filters (0 turns a numeric one off)")
     checks.add_argument(
@@ -494,7 +575,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dedup",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="drop images whose perceptual hash was seen before",
+        help="drop a sample whose image (perceptual hash) and caption were both seen before",
+    )
+    checks.add_argument(
+        "--one-caption-per-image",
+        action="store_true",
+        help="dedup by image alone: drop every further caption (language, source) of an image seen before",
     )
     checks.add_argument(
         "--similarity-model", type=Path, metavar="CONFIG.yaml", help="keep the pairs this mmclip model scores highest"
@@ -509,10 +595,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--shard-max-bytes", type=int, default=1 << 30)
     output.add_argument("--workers", type=int, default=os.cpu_count(), help="processes; 1 runs in-process")
     output.add_argument("--chunk-size", type=int, default=16, help="rows per task sent to a worker")
+    output.add_argument(
+        "--accept-skips",
+        action="store_true",
+        help="exit 0 even when nothing is written or more than half of the input is skipped",
+    )
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
-    if not args.input.exists():
+    if is_local(args.input) and "{" not in args.input and not Path(args.input).exists():
         return f"{args.input}: no such file or directory"
     if bool(args.question_field) != bool(args.answer_field):
         return "--question-field and --answer-field go together"
@@ -524,11 +615,16 @@ def _usage_error(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.source = args.source or args.input.stem
+    args.source = args.source or Path(args.input.rstrip("/").split("/")[-1]).stem
     try:
         if error := _usage_error(args):
             raise ValueError(error)
         input_format = args.input_format if args.input_format != "auto" else detect_format(args.input)
+        if input_format == "webdataset":
+            args.key_field = args.key_field or "__key__"  # keep the tars' sample keys
+            rows = READERS[input_format](args.input, args)
+        else:
+            rows = READERS[input_format](Path(args.input), args)
         scorer = None
         if args.similarity_model:  # loaded before anything is written, so a bad config fails fast
             scorer = filters.SimilarityScorer(
@@ -538,6 +634,25 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:  # bad flags, unknown format, bad model config, existing shards
         print(f"build: {error}", file=sys.stderr)
         return 2
-    rows = READERS[input_format](args.input, args)
-    print(build(rows, args, writer, scorer).format())
+    summary = build(rows, args, writer, scorer)
+    print(summary.format())
+    if complaint := _dishonest(summary, args.input):
+        if not args.accept_skips:
+            print(f"build: {complaint}; pass --accept-skips if that is expected", file=sys.stderr)
+            return 1
     return 0
+
+
+def _dishonest(summary: WriteSummary, source: str) -> str | None:
+    """Why a finished build is not what its user meant, or None: nothing written, or mostly skipped.
+
+    ``low_similarity`` does not count: ``--similarity-keep`` sets that fraction on purpose."""
+    skipped = sum(count for reason, count in summary.skipped.items() if reason != "low_similarity")
+    if summary.written and skipped * 2 <= summary.written + skipped:
+        return None
+    head = f"wrote {summary.written} samples" if summary.written else "wrote no sample"
+    top = ", ".join(f"{reason} {count}" for reason, count in summary.skipped.most_common(3)) or "no input rows"
+    complaint = f"{head}, skipped {skipped} of {summary.written + skipped} rows of {source} (top reasons: {top})"
+    if summary.skipped:
+        complaint += f"; e.g. {summary.examples[summary.skipped.most_common(1)[0][0]]}"
+    return complaint

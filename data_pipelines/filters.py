@@ -7,13 +7,14 @@ every reject in the shard set's ``skipped.jsonl``. Checks are pure, except the s
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from pathlib import Path
 
 import imagehash
 from PIL import Image
+
+from mmclip.data.fields import identify_language  # noqa: F401  (the builder's language check uses it)
 
 # Scripts written without spaces between words, and roughly how many characters make a word:
 # CJK ideographs and kana average under two, Thai and its neighbours (counting vowel and tone
@@ -57,19 +58,6 @@ def check_aspect_ratio(width: int, height: int, max_ratio: float | None) -> Reje
     if max_ratio and ratio > max_ratio:
         return Reject("aspect_ratio", f"{width}x{height}: {ratio:.2f} > {max_ratio}")
     return None
-
-
-@functools.cache
-def _language_identifier():
-    # Loaded once per process (about 0.5 s); normalised probabilities make confidences comparable.
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-def identify_language(text: str) -> tuple[str, float]:
-    """py3langid's ISO 639 code for ``text`` and its probability."""
-    return _language_identifier().classify(text)
 
 
 def check_language(

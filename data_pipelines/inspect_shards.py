@@ -1,16 +1,20 @@
-"""``python -m data_pipelines inspect SHARDS_DIR ...``: what shard sets hold, and everything left out or broken.
+"""``python -m data_pipelines inspect SOURCE ...``: what shards hold, and everything left out or broken.
 
-Reads each set's manifest and every sample of every tar, as the loader would (webdataset), and
-reports samples per kind, language and length bucket. It lists every sample the builder skipped
-(``skipped.jsonl``) and every problem found in the shards: a sample ``formats.decode`` rejects,
-an image PIL cannot open, an unreadable or truncated tar, a shard whose sample count disagrees
-with the manifest. Exits with 1 when the shards have problems (skips alone are normal).
+A source is anything a stream's ``shards`` takes (:mod:`mmclip.data.sources`). For an mmclip
+shard set it reads the manifest and every sample of every tar (webdataset), and lists every
+sample the builder skipped (``skipped.jsonl``) and every problem found in the shards: a sample
+``formats.decode`` rejects, an image PIL cannot open, an unreadable or truncated tar, a shard
+whose sample count disagrees with the manifest. Plain tars, folders of them, patterns and URLs
+are read by the training loader's own reader, field mapping and image decoding, so each problem
+carries the reason the loader would skip that sample for. Both report samples per kind,
+language and length bucket. Exits with 1 when the shards have problems (skips alone are normal).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from io import BytesIO
 from pathlib import Path
@@ -19,8 +23,13 @@ from typing import Any
 import webdataset as wds
 from PIL import Image
 
-from mmclip.data.formats import KINDS, BadSample, ImageText, Record, Text, decode
-from mmclip.data.shards import SKIPPED, read_shard_set
+from mmclip.data import DataConfig, ImageTransform
+from mmclip.data.fields import FieldMap
+from mmclip.data.formats import IMAGE_EXTENSIONS, KINDS, BadSample, ImageText, Record, Text, decode
+from mmclip.data.sharding import ShardSlice
+from mmclip.data.shards import MANIFEST, SKIPPED, read_shard_set
+from mmclip.data.sources import SourceError, is_local, resolve
+from mmclip.data.stream import read_tar
 
 from .filters import count_words
 
@@ -72,6 +81,62 @@ def inspect_shard_set(directory: str | Path) -> dict[str, Any]:
     return report
 
 
+def inspect_source(
+    spec: str,
+    kind: str | None = None,
+    fields: dict[str, Any] | None = None,
+    max_image_pixels: int = DataConfig.max_image_pixels,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """The report of :func:`inspect_shard_set` for plain tars, read as the loader reads them.
+
+    ``kind`` defaults to what the first sample looks like; ``fields`` is a stream's field mapping.
+    """
+    report: dict[str, Any] = {
+        "directory": spec,
+        "kind": kind,
+        "shards": 0,
+        "samples": 0,
+        "languages": Counter(),
+        "lengths": {},
+        "skipped": [],
+        "problems": [],
+    }
+    try:
+        source = resolve(spec, cache_dir)
+    except SourceError as error:
+        report["problems"].append(_problem(None, None, "bad_source", str(error)))
+        return report
+    report["shards"] = len(source.shards)
+    check_image = ImageTransform(32, False, max_image_pixels)  # the loader's decode: its skip reasons
+    field_map = None
+    for url, count in zip(source.shards, source.counts):
+        name = url.rpartition("/")[2]
+        for _, raw in read_tar(ShardSlice(url, count)):
+            if field_map is None:
+                report["kind"] = kind = kind or source.kind or _looks_like(raw)
+                field_map = FieldMap(kind, fields)
+            try:
+                if "__error__" in raw:
+                    raise BadSample(raw["__error__"], raw["__detail__"])
+                record = decode(kind, field_map(raw))
+                if isinstance(record, ImageText):
+                    check_image(record.image)
+            except BadSample as bad:
+                report["problems"].append(_problem(name, raw["__key__"], bad.reason, str(bad)))
+                continue
+            _count(record, report)
+    return report
+
+
+def _looks_like(raw: dict[str, Any]) -> str:
+    if any(ext in raw for ext in IMAGE_EXTENSIONS):
+        return "image_text"
+    if "query.txt" in raw:
+        return "text_triplet" if "negatives.json" in raw else "text_pair"
+    return "text"
+
+
 def _skipped(directory: Path) -> list[dict[str, Any]]:
     path = directory / SKIPPED
     if not path.is_file():
@@ -111,13 +176,21 @@ def _count(record: Record, report: dict[str, Any]) -> None:
         report["lengths"].setdefault(field, Counter())[length_bucket(text)] += 1
 
 
-def _problem(shard: Path | None, key: str | None, reason: str, detail: str) -> dict[str, Any]:
-    return {"shard": shard.name if shard else None, "key": key, "reason": reason, "detail": detail}
+def _problem(shard: Path | str | None, key: str | None, reason: str, detail: str) -> dict[str, Any]:
+    shard = shard.name if isinstance(shard, Path) else shard
+    return {"shard": shard, "key": key, "reason": reason, "detail": detail}
 
 
-def inspect_shard_sets(directories: list[str | Path]) -> dict[str, Any]:
-    """Reports of every shard set and the samples per kind over all of them."""
-    shard_sets = [inspect_shard_set(directory) for directory in directories]
+def inspect_shard_sets(sources: list[str | Path], **plain: Any) -> dict[str, Any]:
+    """Reports of every source and the samples per kind over all of them.
+
+    A local folder with a manifest, or a local path that names nothing, is a shard set
+    (:func:`inspect_shard_set`); anything else is plain tars (:func:`inspect_source`, given ``plain``).
+    """
+    shard_sets = [
+        inspect_shard_set(source) if _is_shard_set(str(source)) else inspect_source(str(source), **plain)
+        for source in sources
+    ]
     totals = Counter({kind: 0 for kind in KINDS})
     for report in shard_sets:
         if report["kind"]:
@@ -149,12 +222,47 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
 
 
+def _is_shard_set(source: str) -> bool:
+    if not is_local(source) or "{" in source:
+        return False
+    path = Path(source)
+    return (path / MANIFEST).is_file() or not path.exists()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directories", nargs="+", metavar="SHARDS_DIR", help="shard set directories")
+    parser.add_argument(
+        "directories",
+        nargs="+",
+        metavar="SOURCE",
+        help="shard set directories, tar folders, tars, brace patterns, pipe: commands or URLs",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    plain = parser.add_argument_group("plain tars")
+    plain.add_argument("--kind", choices=KINDS, help="default: what the first sample looks like")
+    plain.add_argument(
+        "--fields", type=json.loads, metavar="JSON", help='a stream\'s field mapping: \'{"caption": "json:caption"}\''
+    )
+    plain.add_argument(
+        "--max-image-pixels", type=int, default=DataConfig.max_image_pixels, help="the loader's bomb guard"
+    )
+    plain.add_argument("--index-cache", metavar="DIR", help="tar counts cache (default: ~/.cache/mmclip/shard-counts)")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = inspect_shard_sets(args.directories)
+    fields = getattr(args, "fields", None)
+    if fields is not None and args.kind is None:
+        print("inspect: --fields needs --kind", file=sys.stderr)
+        return 2
+    plain = {
+        "kind": getattr(args, "kind", None),
+        "fields": fields,
+        "max_image_pixels": getattr(args, "max_image_pixels", DataConfig.max_image_pixels),
+        "cache_dir": getattr(args, "index_cache", None),
+    }
+    try:
+        result = inspect_shard_sets(args.directories, **plain)
+    except ValueError as error:  # a bad --fields mapping
+        print(f"inspect: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
     return 1 if any(report["problems"] for report in result["shard_sets"]) else 0

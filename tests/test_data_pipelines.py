@@ -241,7 +241,7 @@ def test_every_filter_skips_with_its_reason(tmp_path, images, capsys):
     (tmp_path / "data.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     flags = ["--key-field", "id", "--languages", "en,zh", "--min-language-confidence", 0.9]
-    flags += ["--max-image-pixels", 100_000]
+    flags += ["--max-image-pixels", 100_000, "--accept-skips"]  # 2 of 18 kept: on purpose
     assert run_build(tmp_path / "data.jsonl", tmp_path / "shards", *flags) == 0
     assert [r.key for r in read_records(tmp_path / "shards")] == ["good", "cjk-good"]
     assert skipped(tmp_path / "shards") == {
@@ -300,7 +300,7 @@ def test_non_utf8_captions_are_skipped(tmp_path, images, input_format):
         json_row = b'{"image": "img1.jpg", "caption": "' + caption + b'"}'
         row = b"img1.jpg," + caption if input_format == "csv" else json_row
         source.write_bytes(header + row + b"\n")
-    assert run_build(source, tmp_path / "shards") == 0
+    assert run_build(source, tmp_path / "shards", "--accept-skips") == 0  # nothing written: on purpose
     expected = {"000000000": "non_utf8_text"} | ({"000000001": "missing_field"} if input_format == "folder" else {})
     assert skipped(tmp_path / "shards") == expected
 
@@ -431,7 +431,8 @@ def test_command_line_end_to_end(tmp_path, images):
     rows = [{"image": name, "caption": caption} for name, caption in zip(images, CAPTIONS)]
     source = write_input("jsonl", rows + [{"image": "img0.jpg", "caption": "a copy of the first image"}], tmp_path)
     command = [sys.executable, "-m", "data_pipelines"]
-    build_command = [*command, "build", source, tmp_path / "shards", "--workers", "2"]
+    # Another caption of a seen image stays a sample unless asked: here one caption per image is asked.
+    build_command = [*command, "build", source, tmp_path / "shards", "--workers", "2", "--one-caption-per-image"]
     built = subprocess.run(build_command, cwd=REPO, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     assert built.stdout.startswith("image_text: wrote 4 samples in 1 shards") and "duplicate_image 1" in built.stdout

@@ -221,9 +221,9 @@ def _random_file(path):
 
 MISTAKES = {
     "missing_shard_dir": (lambda root: {"data.streams.image_text.shards": [str(root / "no_such_shards")]},
-                          ["data error: ", "no_such_shards: no such shard directory"]),
+                          ["data error: ", "no_such_shards: no such file or directory"]),
     "empty_shard_dir": (lambda root: {"data.streams.image_text.shards": [str((root / "empty").mkdir() or root / "empty")]},
-                        ["data error: ", "empty: no manifest.json"]),
+                        ["data error: ", "empty: no tar files there"]),
     "vision_pretrained_is_a_text_checkpoint": (
         lambda root: {"model_overrides": [f"vision.pretrained={_text_checkpoint(root / 'xlmr')}"]},
         ["weights error: ", "no known vision layout", "it is a hf_xlm_roberta text checkpoint"]),

@@ -184,19 +184,24 @@ def test_two_ranks_match_one(workspace, baseline):
     assert_close(weights(output, 5), weights(baseline, 5), atol=TWO_RANK_ATOL)
 
 
-def test_kill_and_resume(workspace, baseline):
-    config, output = stage_config(workspace, "killed"), workspace / "killed"
+def kill_after_checkpoint(config, output, step, timeout=240):
+    """Start a run and SIGKILL it as soon as the checkpoint of ``step`` exists."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(train_command(config, output), cwd=REPO, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 240
-        while not (output / "checkpoints" / "step_000005").exists() and process.poll() is None:
+        deadline = time.time() + timeout
+        while not (output / "checkpoints" / f"step_{step:06d}").exists() and process.poll() is None:
             assert time.time() < deadline
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def test_kill_and_resume(workspace, baseline):
+    config, output = stage_config(workspace, "killed"), workspace / "killed"
+    kill_after_checkpoint(config, output, 5)
     run_train(config, output, "--resume", "auto")
     assert [r["loss"] for r in read_log(output)] == pytest.approx([r["loss"] for r in read_log(baseline)], abs=1e-6)
     assert read_keys(output) == read_keys(baseline)

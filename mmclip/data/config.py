@@ -8,8 +8,10 @@ with the file and the parent keys (``streams.image_text.batch_size: must be posi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import require
+from .fields import check_fields
 from .formats import KINDS, NUM_HARD_NEGATIVES
 
 @dataclass
@@ -17,7 +19,9 @@ class StreamConfig:
     """One stream: shard sets of one kind, batched at its own batch size."""
 
     kind: str
-    shards: list[str]  # shard-set directories (each holds a manifest.json)
+    # Shard sources, mixed freely (mmclip.data.sources): shard-set or tar folders, tars, brace
+    # patterns, pipe: commands, URLs
+    shards: list[str]
     batch_size: int
     # Per shard set: how often its shards appear per epoch (2.0 doubles, 0.5 halves); in resampled
     # mode, the relative probability of drawing its samples.
@@ -25,10 +29,11 @@ class StreamConfig:
     num_workers: int | None = None  # None: DataConfig.num_workers
     context_length: int | None = None  # None: DataConfig.context_length
     num_negatives: int = NUM_HARD_NEGATIVES  # text_triplet: negatives kept per query
+    fields: dict[str, Any] | None = None  # foreign layouts: role -> member or json:KEY (mmclip.data.fields)
 
     def __post_init__(self) -> None:
         require(self.kind in KINDS, "kind", f"must be one of {KINDS}, got {self.kind!r}")
-        require(len(self.shards) > 0, "shards", "needs at least one shard-set directory")
+        require(len(self.shards) > 0, "shards", "needs at least one shard source")
         require(self.batch_size > 0, "batch_size", "must be positive")
         if self.weights is not None:
             require(len(self.weights) == len(self.shards), "weights", "needs one weight per shard set")
@@ -36,6 +41,12 @@ class StreamConfig:
         require(self.num_workers is None or self.num_workers >= 0, "num_workers", "must be >= 0")
         require(self.context_length is None or self.context_length > 2, "context_length", "must be > 2")
         require(self.num_negatives > 0, "num_negatives", "must be positive")
+        if self.fields is not None:
+            require(isinstance(self.fields, dict), "fields", "must be a mapping of role to place")
+            try:
+                check_fields(self.kind, self.fields)
+            except ValueError as error:
+                raise ValueError(f"fields.{error}") from None
 
 
 @dataclass
@@ -53,6 +64,7 @@ class DataConfig:
     shuffle_block: int = 1000  # samples shuffled together (raw bytes held in memory per worker)
     max_image_pixels: int = 64 * 2**20  # larger images are skipped from their header, before decoding
     reduced_decode: bool = True  # JPEG: decode at 1/2, 1/4 or 1/8 scale when the crop allows
+    index_cache: str | None = None  # counts of plain tars (counting pass); None: ~/.cache/mmclip/shard-counts
 
     # Keys of earlier versions, refused with the reason (mmclip.config.from_dict).
     REMOVED_KEYS = {

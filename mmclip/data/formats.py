@@ -28,7 +28,7 @@ from typing import Any
 FORMAT_NAME = "mmclip-shards"
 FORMAT_VERSION = 1
 KINDS = ("image_text", "text_pair", "text_triplet", "text")
-IMAGE_EXTENSIONS = ("jpg", "png", "webp")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # read in this order; a jpeg is stored as jpg
 CAPTION_KINDS = ("short", "long", "qa")
 PAIR_KINDS = ("translation", "paraphrase", "qa", "other")
 NUM_HARD_NEGATIVES = 7  # jina-clip-v2 stage 3
@@ -46,7 +46,7 @@ class BadSample(ValueError):
 class ImageText:
     key: str
     image: bytes  # encoded file bytes (JPEG, PNG or WebP)
-    image_format: str  # one of IMAGE_EXTENSIONS
+    image_format: str  # jpg, png or webp
     caption: str
     language: str | None = None
     source: str = ""
@@ -128,7 +128,7 @@ def decode(kind: str, sample: dict[str, Any]) -> Record:
     Images stay encoded: decoding belongs to the loader's workers, at the stage's resolution.
     """
     key = sample.get("__key__", "")
-    metadata = _json(sample, "json", key)
+    metadata = _json(sample, "json", key) if "json" in sample else {}  # foreign shards may have none
     if not isinstance(metadata, dict):
         raise BadSample("bad_metadata", f"{key}: json is not an object")
     language, source = metadata.pop("language", None), metadata.pop("source", "")
@@ -142,7 +142,7 @@ def decode(kind: str, sample: dict[str, Any]) -> Record:
         return ImageText(
             key=key,
             image=image,
-            image_format=image_format,
+            image_format="jpg" if image_format == "jpeg" else image_format,
             caption=_text(sample, "txt", key),
             language=language,
             source=source,

@@ -34,9 +34,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .collate import BatchBuilder
 from .config import DataConfig
+from .fields import FieldMap
 from .formats import BadSample, decode
 from .sharding import ShardPlan
-from .shards import read_stream_shards
+from .sources import resolve_stream
 from .stream import SampleStream
 from .transforms import ImageTransform
 
@@ -72,9 +73,10 @@ class StreamDataset(IterableDataset):
         self.name, self.kind, self.batch_size, self.epochs = name, stream.kind, stream.batch_size, epochs
         self.num_workers = max(1, config.workers(name))  # 0 workers: one stream in the main process
         self.seed, self.interleave, self.block_size = config.seed, config.interleave, config.shuffle_block
-        shard_sets = read_stream_shards(name, stream.kind, stream.shards)
+        self.sources = resolve_stream(name, stream.kind, stream.shards, config.index_cache)
+        self.fields = FieldMap(stream.kind, stream.fields)
         self.plan = ShardPlan(
-            shard_sets,
+            self.sources,
             stream.weights,
             seed=config.seed,
             rank=rank,
@@ -125,7 +127,7 @@ class StreamDataset(IterableDataset):
             try:
                 if "__error__" in raw:  # a shard-level failure, placed in the stream by the reader
                     raise BadSample(raw["__error__"], raw["__detail__"])
-                samples.append(self.builder.sample(decode(self.kind, raw), seed))
+                samples.append(self.builder.sample(decode(self.kind, self.fields(raw)), seed))
                 keys.append(raw["__key__"])
             except BadSample as error:
                 skipped[error.reason] += 1
@@ -228,6 +230,10 @@ class MultiStreamLoader:
         for name, stream in config.streams.items():
             layout[f"streams.{name}.kind"] = stream.kind
             layout[f"streams.{name}.shards"] = list(stream.shards)
+            # What the entries resolved to: a folder or pattern that gained or lost tars is another layout.
+            sources = self.datasets[name].sources
+            layout[f"streams.{name}.tars"] = [len(source.shards) for source in sources]
+            layout[f"streams.{name}.samples"] = [source.total for source in sources]
             layout[f"streams.{name}.weights"] = stream.weights
             layout[f"streams.{name}.num_workers"] = max(1, config.workers(name))
         return layout

@@ -24,7 +24,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .shards import ShardSet
+from .sources import Source
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ShardPlan:
 
     def __init__(
         self,
-        shard_sets: Sequence[ShardSet],
+        shard_sets: Sequence[Source],
         weights: Sequence[float] | None = None,
         *,
         seed: int = 0,

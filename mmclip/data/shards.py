@@ -32,6 +32,7 @@ class WriteSummary:
     kind: str
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> its first sample: "key: detail"
     shards: int = 0
     bytes: int = 0
 
@@ -82,6 +83,7 @@ class ShardSetWriter:
 
     def skip(self, key: str, reason: str, detail: str = "") -> None:
         self.summary.skipped[reason] += 1
+        self.summary.examples.setdefault(reason, f"{key}: {detail}" if detail else key)
         self._skipped_log.write(json.dumps({"key": key, "reason": reason, "detail": detail}, ensure_ascii=False) + "\n")
 
     def close(self) -> WriteSummary:
@@ -174,17 +176,6 @@ def read_shard_set(directory: str | Path) -> ShardSet:
     if missing:
         raise MissingShards(f"{path}: shards listed but missing: {', '.join(missing[:5])}")
     return ShardSet(directory, manifest["kind"], shards, tuple(manifest["shards"].values()))
-
-
-def read_stream_shards(name: str, kind: str, directories: list[str]) -> list[ShardSet]:
-    """The shard sets of stream ``name``: each readable, of the stream's kind, and not all empty."""
-    shard_sets = [read_shard_set(directory) for directory in directories]
-    for directory, shard_set in zip(directories, shard_sets):
-        if shard_set.kind != kind:
-            raise ShardSourceError(f"streams.{name}.shards: {directory} holds {shard_set.kind}, not {kind}")
-    if not any(shard_set.total for shard_set in shard_sets):
-        raise ShardSourceError(f"streams.{name}.shards: {', '.join(map(str, directories))}: no samples")
-    return shard_sets
 
 
 def _write_json_atomic(path: Path, data) -> None:

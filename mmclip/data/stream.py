@@ -17,13 +17,13 @@ buffer, by contrast, cannot be saved).
 
 from __future__ import annotations
 
-import os
 import random
 import tarfile
 from collections.abc import Iterator
 from typing import Any
 
 from .sharding import ShardPlan, ShardSlice
+from .sources import tar_members
 
 Position = dict[str, Any]
 START: Position = {"block": 0, "start": {"next": 0, "slots": [], "turn": 0}, "offset": 0}
@@ -33,50 +33,33 @@ def read_tar(shard: ShardSlice, start: int = 0) -> Iterator[tuple[int, dict[str,
     """``(index, raw sample)`` for the samples of ``shard`` with tar-order index >= ``start``.
 
     Raw samples are webdataset's ``{"__key__": key, field: bytes}``; only the slice's samples are
-    read, the others are skipped by seeking. A tar that cannot be opened, or that ends before its
-    manifest count, ends with the marker ``{"__key__": ..., "__error__": reason}`` (reason
-    ``unreadable_shard`` or ``truncated_tar``) at the index of the first incomplete sample, which a
-    reader resumed past it does not repeat.
+    read (a local tar skips the others by seeking, a remote one streams past them). A tar that
+    cannot be opened, or that ends before its count, ends with the marker ``{"__key__": ...,
+    "__error__": reason}`` (reason ``unreadable_shard`` or ``truncated_tar``) at the index of the
+    first incomplete sample, which a reader resumed past it does not repeat.
     """
     index, key, sample, opened = 0, None, None, False
     try:
-        with open(shard.path, "rb") as file, tarfile.open(fileobj=file, mode="r:") as tar:
-            opened, size = True, os.fstat(file.fileno()).st_size
-            while (member := tar.next()) is not None:
-                tar.members.clear()  # tarfile keeps every header otherwise
-                name_key, field = _split(member.name)
-                if not member.isfile() or name_key is None:
-                    continue
-                if name_key != key:
-                    if sample is not None:
-                        yield index, sample
-                    if key is not None:
-                        index += 1
-                    key = name_key
-                    sample = {"__key__": key} if index >= start and index % shard.stride == shard.phase else None
-                if member.offset_data + member.size > size:
-                    raise tarfile.ReadError(f"{member.name}: data ends at byte {size}")
+        for name_key, field, read in tar_members(shard.path):
+            opened = True
+            if name_key != key:
                 if sample is not None:
-                    file.seek(member.offset_data)
-                    sample[field] = file.read(member.size)
+                    yield index, sample
+                if key is not None:
+                    index += 1
+                key = name_key
+                sample = {"__key__": key} if index >= start and index % shard.stride == shard.phase else None
             if sample is not None:
-                yield index, sample
-            if key is not None:
-                index += 1
-            if index < shard.count:
-                raise tarfile.ReadError(f"{index} samples, the manifest says {shard.count}")
+                sample[field] = read()
+        if sample is not None:
+            yield index, sample
+        if key is not None:
+            index += 1
+        if index < shard.count:
+            raise tarfile.ReadError(f"{index} samples, the count says {shard.count}")
     except (tarfile.TarError, OSError, EOFError) as error:
         if index >= start:
             yield index, _marker(shard, index, "truncated_tar" if opened else "unreadable_shard", error)
-
-
-def _split(name: str) -> tuple[str | None, str]:
-    """``dir/key.field.ext`` -> (``dir/key``, ``field.ext``), webdataset's grouping rule."""
-    directory, _, base = name.rpartition("/")
-    key, dot, field = base.partition(".")
-    if not dot or not key:
-        return None, ""
-    return (f"{directory}/{key}" if directory else key), field.lower()
 
 
 def _marker(shard: ShardSlice, index: int, reason: str, error: Exception) -> dict[str, Any]:

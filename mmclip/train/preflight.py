@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from .. import weights
-from ..data.shards import read_stream_shards
+from ..data.sources import resolve_stream
 from ..models import CLIPConfig
 from ..tokenizer import load_tokenizer
 from .config import TrainConfig
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def check_inputs(config: TrainConfig, model_config) -> None:
     for name, stream in config.data.streams.items():
-        read_stream_shards(name, stream.kind, stream.shards)
+        resolve_stream(name, stream.kind, stream.shards, config.data.index_cache)
     if isinstance(model_config, CLIPConfig):
         load_tokenizer(model_config.text.tokenizer, model_config.text)
         for tower, path in (("clip", model_config.pretrained), ("vision", model_config.vision.pretrained),
