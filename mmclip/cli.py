@@ -27,7 +27,7 @@ def _info_memory(args: argparse.Namespace) -> None:
     from .config import load_config
     from .factory import load_model_config
     from .train.config import TrainConfig
-    from .train.memory import estimate_memory, format_memory
+    from .train.memory import estimate_memory, format_memory, format_towers_table, towers_table
 
     config = load_config(TrainConfig, args.config, args.set)
     if config.family != "clip":
@@ -37,7 +37,12 @@ def _info_memory(args: argparse.Namespace) -> None:
         config.check_world_size(world_size)
     except ValueError as error:
         raise ConfigError(f"{args.config}: {error}") from None
-    estimate = estimate_memory(config, load_model_config(config.model, config.model_overrides), world_size)
+    model = load_model_config(config.model, config.model_overrides)
+    estimate = estimate_memory(config, model, world_size)
+    if args.towers_table:
+        rows = towers_table(config, model, world_size)
+        print(json.dumps(rows, indent=2) if args.json else format_towers_table(rows, estimate, args.config))
+        return
     print(json.dumps(estimate, indent=2) if args.json else format_memory(estimate, args.config, args.device_gb))
 
 
@@ -147,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--memory", action="store_true", help="CONFIG is a stage YAML: estimate peak memory per GPU")
     info.add_argument("--world-size", type=int, help="--memory: ranks (default: the config's world_size, else 1)")
     info.add_argument("--device-gb", type=float, default=80.0, help="--memory: GPU memory to compare with (default 80)")
+    info.add_argument("--towers-table", action="store_true",
+                      help="--memory: the peak under each per-tower setting (full, lock, lora, frozen) at 24/40/80 GB")
     info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     info.set_defaults(run=_info)
 

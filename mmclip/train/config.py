@@ -18,6 +18,7 @@ PRECISIONS = ("bf16", "fp32")
 FAMILIES = ("clip", "lusifer")  # which model a stage trains (mmclip.train.family)
 LUSIFER_STAGES = {"align": ("text", "text_pair"), "finetune": ("text_pair", "text_triplet")}  # -> stream kinds
 LUSIFER_PART_TRAINING = ("lora", "full", "frozen")
+TOWER_MODES = ("full", "frozen", "lock", "lora")  # how a dual-encoder tower trains (mmclip.train.trainable)
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -102,6 +103,52 @@ class LoraSettings:
 
 
 @dataclass
+class TowerTraining:
+    """How one tower of the dual encoder trains.
+
+    ``full``: every weight. ``frozen``: nothing, its projection included. ``lock``: the last
+    ``unlocked_layers`` blocks and what follows them train, the rest is frozen (open_clip's
+    ``--lock-image-unlocked-groups`` / ``--lock-text-unlocked-layers``; 0 locks the whole tower); the
+    projection trains, as open_clip's head does. ``lora``: peft LoRA on every linear layer of the
+    blocks (``towers.lora``), merged into the weights in checkpoints; the projection trains.
+    """
+
+    mode: str = "full"
+    unlocked_layers: int = 0
+
+    @classmethod
+    def parse(cls, label: str) -> TowerTraining:
+        """``full``, ``frozen``, ``lora``, ``lock`` or ``lock:N`` (the command line's short form)."""
+        mode, _, layers = label.partition(":")
+        try:
+            return cls(mode, int(layers) if layers else 0)
+        except ValueError as error:
+            raise ValueError(f"{label!r}: expected full, frozen, lora, lock or lock:N ({error})") from None
+
+    @property
+    def label(self) -> str:
+        return f"lock:{self.unlocked_layers}" if self.mode == "lock" else self.mode
+
+    def __post_init__(self) -> None:
+        _require(self.mode in TOWER_MODES, "mode", f"must be one of {TOWER_MODES}, got {self.mode!r}")
+        _require(self.unlocked_layers >= 0, "unlocked_layers", "must be >= 0")
+        _require(self.mode == "lock" or self.unlocked_layers == 0, "unlocked_layers", "is for mode lock only")
+
+
+@dataclass
+class TowersConfig:
+    """Per-tower training of the dual encoder; frozen weights get no gradients and no optimizer state."""
+
+    vision: TowerTraining = field(default_factory=TowerTraining)
+    text: TowerTraining = field(default_factory=TowerTraining)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # for towers in mode lora
+
+    def __post_init__(self) -> None:
+        _require(not (self.vision.mode == "frozen" and self.text.mode == "frozen"), "vision.mode",
+                 "and text.mode are both frozen: nothing but the temperatures would train")
+
+
+@dataclass
 class LusiferTrainConfig:
     """A LUSIFER stage: ``align`` trains on language-model losses (``text`` streams: masked
     reconstruction; ``text_pair`` streams: query -> positive completion), ``finetune`` on InfoNCE
@@ -146,12 +193,14 @@ class TrainConfig:
     seed: int = 0
     family: str = "clip"  # clip: the dual encoder (model: a CLIPConfig YAML); lusifer: a LusiferConfig YAML
     lusifer: LusiferTrainConfig | None = None  # required with family lusifer
+    towers: TowersConfig = field(default_factory=TowersConfig)  # clip: full, frozen, lock or lora per tower
 
     def __post_init__(self) -> None:
         _require(self.family in FAMILIES, "family", f"must be one of {FAMILIES}, got {self.family!r}")
         _require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
                  "is required with family lusifer and only allowed with it")
         if self.lusifer is not None:
+            _require(self.towers == TowersConfig(), "towers", "is for the CLIP family; LUSIFER has lusifer.encoder / llm")
             _require(not self.resolution_schedule, "resolution_schedule", "is for the CLIP family only")
             kinds = LUSIFER_STAGES[self.lusifer.stage]
             for name, stream in self.data.streams.items():

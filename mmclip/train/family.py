@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .grad_cache import Backward, ContrastiveStep, StepLosses
 from .metrics import step_flops
 from .optim import param_groups
+from .trainable import apply_towers, merged_weights
 
 
 class ModelFamily:
@@ -108,6 +109,7 @@ class CLIPFamily(ModelFamily):
             model.vision.set_image_size(image_size)
         if config.patch_dropout is not None:
             model.vision.config.patch_dropout = config.patch_dropout
+        apply_towers(model, config.towers)
         model.set_grad_checkpointing(config.gradient_checkpointing)
         # DeepSpeed's parameter broadcast views every tensor as bytes, which fails on 0-d ones (as
         # FSDP2 does in open_clip): train the temperatures as [1]; checkpoints export them 0-d again.
@@ -142,6 +144,9 @@ class CLIPFamily(ModelFamily):
 
     def step_flops(self, module: MMCLIP, batches, image_size: int) -> float:
         return step_flops(module.config, self.config.data, batches, image_size)
+
+    def export_weights(self, module: MMCLIP, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return merged_weights(self.config.towers, weights)
 
 
 def family_class(name: str) -> type[ModelFamily]:
