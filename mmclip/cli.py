@@ -60,6 +60,12 @@ def _train(args: argparse.Namespace) -> int | None:
         return EXIT_PREEMPTED
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from . import finetune
+
+    return finetune.run(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     if args.model == "lusifer":
         from . import lusifer_demo
@@ -166,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     train.add_argument("--resume", metavar="auto|PATH", help="auto: the newest complete checkpoint in --output")
     train.set_defaults(run=_train)
+
+    from . import finetune
+
+    finetune_parser = commands.add_parser(
+        "finetune", help="fine-tune a jina-clip-v2 / open_clip / mmclip model on image-caption pairs, then export",
+        description=finetune.__doc__.split("\n\n")[0],
+    )
+    finetune.add_arguments(finetune_parser)
+    finetune_parser.set_defaults(run=_finetune)
 
     demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
     demo.add_arguments(demo_parser)

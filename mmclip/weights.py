@@ -519,6 +519,13 @@ def load_clip_weights(model: MMCLIP, path: str | Path) -> str:
     return name
 
 
+def projection_shapes(path: str | Path) -> dict[str, list[int]]:
+    """The dual-encoder projections a checkpoint holds, under our names (``vision_proj.weight``, ...),
+    with their shapes: what a model config needs (``projections``, ``embed_dim``, the biases) to load it."""
+    return {name: list(value.shape) for key, value in read_state_dict(path).items()
+            if (name := _projection_name(key)).startswith(("vision_proj.", "text_proj."))}
+
+
 def _projection_name(key: str) -> str:
     for source, ours in _PROJECTIONS:
         if key.startswith(source):
