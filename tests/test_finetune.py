@@ -96,9 +96,10 @@ def test_jina_clip_v2_lora_text_locked_vision(folders):
 
     build_index(run / "hf", images=[heldout], output=run / "index", progress=False)
     index, searcher = SearchIndex.load(run / "index"), load_model(run / "hf")
-    for colour in ("red", "blue", "yellow"):
-        hits = search(index, searcher, text=german(colour), k=2)
-        assert all(hit["path"].rpartition("/")[2].startswith(colour + "_") for hit in hits), (colour, hits)
+    found = {(colour, caption.__name__): search(index, searcher, text=caption(colour), k=1)[0]["path"]
+             for colour in COLOURS for caption in (english, german)}
+    right = [colour for (colour, _), path in found.items() if path.rpartition("/")[2].startswith(colour + "_")]
+    assert len(right) >= 14, found  # a held-out image of the caption's colour first, as held-out t2i@1 >= 0.875
 
 
 def test_open_clip_whole_checkpoint_exports_its_image_embeddings(folders):
