@@ -217,8 +217,11 @@ def stage_config(base: Base, shards: Path, pairs: int, args: argparse.Namespace)
     if tokenizer is None:
         raise ConfigError(f"{args.base}: no tokenizer beside the base model; pass --tokenizer DIR")
     overrides = [*base.overrides, f"text.tokenizer={tokenizer}"]
-    image_size = args.image_size or load_model_config(base.model, overrides).vision.image_size
+    model_config = load_model_config(base.model, overrides)
+    image_size = args.image_size or model_config.vision.image_size
     overrides.append(f"vision.image_size={image_size}")
+    # Positions start after the pad id (RoBERTa): an absolute table of P rows holds P - 2 tokens.
+    stage["data"]["context_length"] = min(stage["data"]["context_length"], model_config.text.max_position_embeddings - 2)
     stream = stage["data"]["streams"]["image_text"]
     chunk = stage["grad_cache_chunk"]["image_text"]
     batch = args.batch_size or min(stream["batch_size"], max(1, pairs))

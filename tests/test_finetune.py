@@ -123,3 +123,12 @@ def test_open_clip_whole_checkpoint_exports_its_image_embeddings(folders):
     with torch.no_grad():  # the frozen vision tower and its projection: open_clip's own embeddings, untouched
         torch.testing.assert_close(exported.get_image_features(pixels), reference.encode_image(pixels),
                                    atol=1e-5, rtol=1e-5)
+
+    # The export is a base model too: its architecture, weights and tokenizer travel in the directory.
+    again = root / "run-from-export"
+    finetune(run / "hf", train, "--output", again, "--steps", 2, "--batch-size", 8, "--vision", "frozen")
+    assert json.loads((again / "report.json").read_text())["base_kind"] == "mmclip export"
+    exported = AutoModel.from_pretrained(str(again / "hf"), trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported.get_image_features(pixels), reference.encode_image(pixels),
+                                   atol=1e-5, rtol=1e-5)
