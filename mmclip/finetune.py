@@ -35,13 +35,12 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError
+from .config import CONFIG_DIR, ConfigError
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "configs" / "finetune" / "jina-clip-v2.yaml"
-JINA_CLIP_V2_MODEL = REPO / "configs" / "model" / "jina-clip-v2.yaml"
+RECIPE = CONFIG_DIR / "finetune" / "jina-clip-v2.yaml"
+JINA_CLIP_V2_MODEL = CONFIG_DIR / "model" / "jina-clip-v2.yaml"
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json")
 MIN_STEPS = 100
 WARMUP_FRACTION = 0.05
@@ -68,27 +67,37 @@ def _has_tokenizer(directory: Path) -> bool:
 
 
 def resolve_base(path: Path, work: Path, config: str | None, text_base: Path | None) -> Base:
-    """What ``path`` is and how the stage loads it (``work``: where an export's weights are unpacked)."""
+    """What ``path`` is and how the stage loads it (``work``: where an export's weights are unpacked).
+
+    Every path handed to the stage config is absolute: it lives in ``RUN/stage.yaml``.
+    """
+    from . import checkpoint
     from .export import released_settings
-    from .train.checkpoint import WEIGHTS_FILE, find_latest
+    from .train.run_checkpoint import find_latest
 
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
+    path = path.absolute()
+    config = str(Path(config).absolute()) if config else None
     if text_base is not None and not path.is_file():
         raise ConfigError(f"--text-base: BASE must then be a vision checkpoint file, got the directory {path}")
-    if path.is_dir() and not (path / "model.yaml").is_file() and (latest := find_latest(path)) is not None:
+    if path.is_dir() and not checkpoint.is_checkpoint(path) and (latest := find_latest(path)) is not None:
         path = latest  # a run directory: its newest checkpoint
-    if (path / "model.yaml").is_file():
-        tokenizer = (yaml.safe_load((path / "model.yaml").read_text()).get("text") or {}).get("tokenizer")
-        return Base("mmclip checkpoint", config or str(path / "model.yaml"), [], path,
+    if checkpoint.is_checkpoint(path):
+        family, model_config = checkpoint.read_config(path)
+        if family != "clip":
+            raise ConfigError(f"{path}: a {family} checkpoint; mmclip finetune trains the dual encoder")
+        tokenizer = model_config.text.tokenizer
+        return Base("mmclip checkpoint", config or str(path / checkpoint.CONFIG_FILE), [], path,
                     Path(tokenizer) if tokenizer else None)
     if (path / "config.json").is_file():
         hf_config = json.loads((path / "config.json").read_text())
         if "clip" in hf_config:  # an mmclip export: its config, its weights without the "clip." prefix
-            return _export_base(path, hf_config, work, config)
+            return _export_base(path, hf_config, work.absolute(), config)
         return Base("jina-clip-v2", config or str(JINA_CLIP_V2_MODEL), released_settings(path), None,
                     path if _has_tokenizer(path) else None)
     if path.is_file() and text_base is not None:
+        text_base = text_base.absolute()
         return Base("vision checkpoint + text model", config or str(JINA_CLIP_V2_MODEL),
                     [f"vision.pretrained={path}", f"text.pretrained={text_base}", *_hf_text_settings(text_base)],
                     None, text_base if _has_tokenizer(text_base) else None)
@@ -96,18 +105,23 @@ def resolve_base(path: Path, work: Path, config: str | None, text_base: Path | N
         return Base("dual-encoder checkpoint", config or str(JINA_CLIP_V2_MODEL),
                     [f"pretrained={path}", *_projection_settings(path)], None, None)
     raise ConfigError(f"{path}: not a model: expected a jina-clip-v2 or mmclip export directory (config.json), an "
-                      f"mmclip checkpoint (model.yaml + {WEIGHTS_FILE}) or run directory, or a checkpoint file")
+                      f"mmclip checkpoint ({checkpoint.CONFIG_FILE} + {checkpoint.WEIGHTS_FILE}) or run directory, "
+                      "or a checkpoint file")
 
 
 def _export_base(path: Path, hf_config: dict, work: Path, config: str | None) -> Base:
-    from safetensors.torch import load_file, save_file
+    """An export as an mmclip checkpoint in ``work`` (its weights without ``clip.``, its config, its
+    task instructions), which the stage starts from."""
+    from safetensors.torch import load_file
 
-    work.mkdir(parents=True, exist_ok=True)
+    from . import checkpoint
+    from .models import CLIPConfig
+
     weights = {key.removeprefix("clip."): value for key, value in load_file(str(path / "model.safetensors")).items()}
-    save_file(weights, str(work / "model.safetensors"))
-    model = {**hf_config["clip"], "task_instructions": hf_config.get("task_instructions") or {}}
-    (work / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
-    return Base("mmclip export", config or str(work / "model.yaml"), [], work, path if _has_tokenizer(path) else None)
+    fields = {**hf_config["clip"], "task_instructions": hf_config.get("task_instructions") or {}}
+    checkpoint.write(work, CLIPConfig(**fields), weights)
+    return Base("mmclip export", config or str(work / checkpoint.CONFIG_FILE), [], work,
+                path if _has_tokenizer(path) else None)
 
 
 def _hf_text_settings(text_base: Path) -> list[str]:
@@ -179,7 +193,7 @@ def build_shards(data: Path, output: Path, workers: int, flags: list[str], holdo
 
 
 def write_retrieval_set(shards: Path, root: Path) -> dict[str, int]:
-    """Held-out pairs in clip_benchmark's layout (``mmclip.retrieval`` reads it): the images under
+    """Held-out pairs in clip_benchmark's layout (``eval.retrieval`` reads it): the images under
     ``root/images`` and ``crossmodal3600_captions-{lang}.json`` per language. Returns pairs per language."""
     import webdataset as wds
 
@@ -213,7 +227,7 @@ def stage_config(base: Base, shards: Path, pairs: int, args: argparse.Namespace)
     from .train.config import TowerTraining
 
     stage = yaml.safe_load(RECIPE.read_text())
-    tokenizer = args.tokenizer or base.tokenizer
+    tokenizer = args.tokenizer.absolute() if args.tokenizer else base.tokenizer
     if tokenizer is None:
         raise ConfigError(f"{args.base}: no tokenizer beside the base model; pass --tokenizer DIR")
     overrides = [*base.overrides, f"text.tokenizer={tokenizer}"]
@@ -233,14 +247,14 @@ def stage_config(base: Base, shards: Path, pairs: int, args: argparse.Namespace)
     stage.update(model=base.model, model_overrides=overrides, steps=steps,
                  init_from=str(base.init_from) if base.init_from else None)
     stage["data"]["image_size"] = image_size
-    stream.update(shards=[str(shards)], batch_size=batch)
+    stream.update(shards=[str(shards.absolute())], batch_size=batch)
     stage["optimizer"]["warmup_steps"] = max(1, round(WARMUP_FRACTION * steps))
     stage["checkpoint"]["every_steps"] = steps
     for tower in ("vision", "text"):
         label = getattr(args, tower)
         if label is not None:
             try:
-                stage["towers"][tower] = vars(TowerTraining.parse(label))
+                stage["clip"]["towers"][tower] = vars(TowerTraining.parse(label))
             except ValueError as error:
                 raise ConfigError(f"--{tower}: {error}") from None
     return stage
@@ -254,7 +268,7 @@ def _cuda() -> bool:
 
 def _evaluate(model, tokenizer, root: Path, context_length: int, counts: dict[str, int]) -> dict[str, dict[str, float]]:
     """Recall@1 and @5 (and @10 where every language has 10 pairs) per language of at least 5 pairs."""
-    from mmclip.retrieval import RECALL_K, evaluate_retrieval
+    from eval.retrieval import RECALL_K, evaluate_retrieval
 
     languages = [language for language, count in counts.items() if count >= MIN_EVAL_PAIRS]
     device = "cuda" if _cuda() else "cpu"
@@ -276,7 +290,7 @@ def _start_model(stage_path: Path, overrides: list[str]):
     """The model exactly as training starts it (base weights, towers set up), and its tokenizer."""
     from .tokenizer import load_tokenizer
     from .train import load_train_config
-    from .train.family import CLIPFamily
+    from .train.families.clip import CLIPFamily
 
     config, model_config = load_train_config(stage_path, overrides, 1)
     init_from = Path(config.init_from) if config.init_from else None

@@ -79,10 +79,12 @@ def test_jina_clip_v2_lora_text_locked_vision(folders):
 
     run = root / "run-jina"
     finetune(base, train, "--output", run, "--eval", heldout, "--config", TINY, "--steps", 60, "--batch-size", 16,
-             "--set", "optimizer.lr_text=1e-2", "--set", "optimizer.lr_logit_scale=1e-2", "--set", "towers.lora.dropout=0")
+             "--set", "optimizer.lr_text=1e-2", "--set", "optimizer.lr_logit_scale=1e-2",
+             "--set", "clip.towers.lora.dropout=0")
 
     stage = yaml.safe_load((run / "stage.yaml").read_text())
-    assert stage["towers"]["vision"] == {"mode": "lock", "unlocked_layers": 0} and stage["towers"]["text"]["mode"] == "lora"
+    towers = stage["clip"]["towers"]
+    assert towers["vision"] == {"mode": "lock", "unlocked_layers": 0} and towers["text"]["mode"] == "lora"
     report = json.loads((run / "report.json").read_text())
     assert report["base_kind"] == "jina-clip-v2" and report["pairs"] == 48
     assert sorted(report["after"]) == ["de", "en"]  # one annotation file per identified language

@@ -1,4 +1,4 @@
-"""Per-tower training of the dual encoder (``towers:``): for every mode, a few real training steps through
+"""Per-tower training of the dual encoder (``clip.towers``): for every mode, a few real training steps through
 the DeepSpeed engine leave the frozen weights unchanged and the optimizer without state for them; locking
 follows open_clip's last-N-blocks rule; LoRA checkpoints hold the adapters merged; the memory estimate
 counts only what trains."""
@@ -11,9 +11,9 @@ from mmclip.factory import load_model_config
 from mmclip.models import MMCLIP
 from mmclip.train import load_train_config
 from mmclip.train.distributed import distributed_session, world_info
-from mmclip.train.family import CLIPFamily
+from mmclip.train.engine import build_engine
+from mmclip.train.families.clip import CLIPFamily
 from mmclip.train.memory import estimate_memory
-from mmclip.train.trainer import build_engine
 
 from .conftest import TINY
 from .test_train import write_corpus
@@ -42,7 +42,7 @@ def stage(root, towers, grad_cache=False):
             },
         },
         "optimizer": {"lr_vision": 1e-2, "lr_text": 1e-2, "warmup_steps": 1},
-        "towers": towers,
+        "clip": {"towers": towers},
         "grad_cache_chunk": {"image_text": 4} if grad_cache else {},
         "precision": "fp32",
         "zero_stage": 0,
@@ -62,7 +62,7 @@ def train_steps(path):
         model = family.build_model(config.data.image_size, None)
         before = {name: param.detach().clone() for name, param in model.named_parameters()}
         engine, optimizer = build_engine(config, family, model, device, 0)
-        loader = family.make_loader(engine.module, config.data, 0, 1)
+        loader = family.make_loader(engine.module, config.data, config.data.image_size, 0, 1)
 
         def backward(loss, last):
             engine.set_gradient_accumulation_boundary(last)
@@ -120,10 +120,8 @@ def test_lora_checkpoints_hold_plain_merged_weights(corpus):
         for name, param in module.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.05)
-    weights = family.export_weights(module, {k: v.detach().clone() for k, v in module.state_dict().items()})
+    weights = family.checkpoint_weights(module, {k: v.detach().clone() for k, v in module.state_dict().items()})
     plain = MMCLIP(load_model_config(TINY, MODEL_OVERRIDES)).eval()
-    for name in ("logit_scale_image_text", "logit_scale_text_text"):
-        setattr(plain, name, torch.nn.Parameter(torch.zeros(1)))  # trained as [1], as in the checkpoint's module
     plain.load_state_dict(weights)  # strict: no adapter or base_layer key is left
     module.eval()
     ids = torch.randint(5, 300, (3, 10))

@@ -125,12 +125,12 @@ def estimate_memory(config: TrainConfig, model: CLIPConfig, world_size: int) -> 
     """Peak bytes per GPU by part, for each image size of the stage (see the module docstring)."""
     bf16 = config.precision == "bf16"
     scale = 1 if bf16 else 2
-    patch_dropout = model.vision.patch_dropout if config.patch_dropout is None else config.patch_dropout
+    patch_dropout = model.vision.patch_dropout if config.clip.patch_dropout is None else config.clip.patch_dropout
     dims = config.loss.matryoshka_dims or model.matryoshka_dims
-    sizes = sorted({config.data.image_size, *(p.image_size for p in config.resolution_schedule)})
+    sizes = sorted({config.data.image_size, *(p.image_size for p in config.clip.resolution_schedule)})
     phases = []
     for image_size in sizes:
-        params, trainable = parameter_count(model, image_size, config.towers)
+        params, trainable = parameter_count(model, image_size, config.clip.towers)
         states = model_state_bytes(params, world_size, config.zero_stage, bf16, trainable)
         tokens = vision_tokens(model.vision, image_size, patch_dropout)
         activations, losses, embeddings = [], [], 0.0
@@ -138,7 +138,8 @@ def estimate_memory(config: TrainConfig, model: CLIPConfig, world_size: int) -> 
             per_rank = stream.batch_size // world_size
             chunk = config.grad_cache_chunk.get(name, per_rank)
             negatives = stream.num_negatives if stream.kind == "text_triplet" else 0
-            towers = _stream_towers(stream.kind, chunk, model, config.towers, tokens, config.data.context(name), negatives)
+            towers = _stream_towers(stream.kind, chunk, model, config.clip.towers, tokens, config.data.context(name),
+                                    negatives)
             activations.append(_activations(towers, config.gradient_checkpointing, scale))
             to_candidates = world_size * per_rank * (1 + negatives)
             losses.append(4 * per_rank * (2 * len(dims) * (to_candidates + world_size * per_rank) + 2 * to_candidates))
@@ -165,7 +166,7 @@ def estimate_memory(config: TrainConfig, model: CLIPConfig, world_size: int) -> 
         "zero_stage": config.zero_stage,
         "gradient_checkpointing": config.gradient_checkpointing,
         "grad_cache_chunk": dict(config.grad_cache_chunk),
-        "towers": _towers_label(config.towers),
+        "towers": _towers_label(config.clip.towers),
         "per_rank_batch": {name: s.batch_size // world_size for name, s in config.data.streams.items()},
         "phases": phases,
         "peak_gb": max(p["total_gb"] for p in phases),
@@ -189,7 +190,7 @@ def towers_table(config: TrainConfig, model: CLIPConfig, world_size: int) -> lis
     rows = []
     for vision, text in TOWER_SETTINGS:
         variant = copy.deepcopy(config)
-        variant.towers = TowersConfig(TowerTraining.parse(vision), TowerTraining.parse(text), config.towers.lora)
+        variant.clip.towers = TowersConfig(TowerTraining.parse(vision), TowerTraining.parse(text), config.clip.towers.lora)
         estimate = estimate_memory(variant, model, world_size)
         phase = max(estimate["phases"], key=lambda p: p["total_gb"])
         rows.append({"vision": vision, "text": text, "trainable_parameters": phase["trainable_parameters"],
