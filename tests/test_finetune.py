@@ -12,11 +12,11 @@ import yaml
 from PIL import Image
 from transformers import AutoModel
 
+from data_pipelines.synthetic.tokenizer import train_tokenizer
 from mmclip.cli import main
 from mmclip.factory import load_model_config
 from mmclip.models import MMCLIP
 from mmclip.search import SearchIndex, build_index, load_model, search
-from mmclip.tokenizer import train_tokenizer
 
 from .conftest import TINY
 from .test_weights import jina_clip_v2_dir, open_clip_clip_config, open_clip_xlm_r_model, save_open_clip
