@@ -235,7 +235,8 @@ def stage_config(base: Base, shards: Path, pairs: int, args: argparse.Namespace)
     image_size = args.image_size or model_config.vision.image_size
     overrides.append(f"vision.image_size={image_size}")
     # Positions start after the pad id (RoBERTa): an absolute table of P rows holds P - 2 tokens.
-    stage["data"]["context_length"] = min(stage["data"]["context_length"], model_config.text.max_position_embeddings - 2)
+    longest = model_config.text.max_position_embeddings - 2
+    stage["data"]["context_length"] = min(stage["data"]["context_length"], longest)
     stream = stage["data"]["streams"]["image_text"]
     chunk = stage["grad_cache_chunk"]["image_text"]
     batch = args.batch_size or min(stream["batch_size"], max(1, pairs))
@@ -398,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
 def format_metrics(title: str, metrics: dict[str, dict[str, float]]) -> str:
     lines = [f"{title}: held-out retrieval (t2i: the caption finds its image, i2t: the image its caption)"]
     for language, m in metrics.items():
-        lines.append(f"  {language:<5} t2i@1 {m['image_retrieval_recall@1']:.3f}  t2i@5 {m['image_retrieval_recall@5']:.3f}"
-                     f"  i2t@1 {m['text_retrieval_recall@1']:.3f}  i2t@5 {m['text_retrieval_recall@5']:.3f}")
+        recalls = "  ".join(f"{short}@{k} {m[f'{direction}_retrieval_recall@{k}']:.3f}"
+                            for short, direction in (("t2i", "image"), ("i2t", "text")) for k in (1, 5))
+        lines.append(f"  {language:<5} {recalls}")
     return "\n".join(lines)

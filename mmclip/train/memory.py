@@ -19,7 +19,8 @@ fragmentation come on top), in four parts, for P parameters over N ranks:
   activation checkpointing a layer keeps only its input, ``2h`` bytes per token, and one layer at
   a time is recomputed in full. Only trained layers keep activations: a ``frozen`` tower none, a
   ``lock`` tower its ``unlocked_layers`` (nothing before them needs a gradient), a ``lora`` tower
-  all of them (counted as ``full``: the adapters' inputs take the place of the frozen weights'). Tokens: ``1 + patches x (1 - patch_dropout)`` per image, the
+  all of them (counted as ``full``: the adapters' inputs take the place of the frozen weights').
+  Tokens: ``1 + patches x (1 - patch_dropout)`` per image, the
   context length per text (the padded worst case), ``2 + k`` texts per triplet.
 * **loss**: per Matryoshka dim and direction the fp32 logits ``b x C`` are kept twice (the
   product, for the temperature's gradient, and the log-softmax), plus two transient ones of the
@@ -190,7 +191,8 @@ def towers_table(config: TrainConfig, model: CLIPConfig, world_size: int) -> lis
     rows = []
     for vision, text in TOWER_SETTINGS:
         variant = copy.deepcopy(config)
-        variant.clip.towers = TowersConfig(TowerTraining.parse(vision), TowerTraining.parse(text), config.clip.towers.lora)
+        variant.clip.towers = TowersConfig(TowerTraining.parse(vision), TowerTraining.parse(text),
+                                           config.clip.towers.lora)
         estimate = estimate_memory(variant, model, world_size)
         phase = max(estimate["phases"], key=lambda p: p["total_gb"])
         rows.append({"vision": vision, "text": text, "trainable_parameters": phase["trainable_parameters"],

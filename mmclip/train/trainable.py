@@ -1,4 +1,4 @@
-"""Which weights of the dual encoder train: ``full``, ``frozen``, ``lock`` or ``lora`` per tower (``towers:``).
+"""Which weights of the dual encoder train: ``full``, ``frozen``, ``lock`` or ``lora`` per tower (``clip.towers``).
 
 Frozen weights have ``requires_grad=False`` before the engine is built, so they get no gradients
 and the optimizer never sees them (:func:`mmclip.train.optim.param_groups` keeps trainable
@@ -38,10 +38,12 @@ def apply_towers(model: MMCLIP, towers: TowersConfig) -> None:
         elif setting.mode == "lock":
             depth = tower_depth(model, name)
             if setting.unlocked_layers > depth:
-                raise ConfigError(f"towers.{name}.unlocked_layers: {setting.unlocked_layers} > the tower's {depth} blocks")
+                raise ConfigError(f"clip.towers.{name}.unlocked_layers: {setting.unlocked_layers} > the tower's "
+                                  f"{depth} blocks")
             if setting.unlocked_layers:
                 blocks = getattr(tower, _BLOCKS[name])
-                for module in [*blocks[depth - setting.unlocked_layers:], *(getattr(tower, m) for m in _AFTER_BLOCKS[name])]:
+                after = [getattr(tower, module) for module in _AFTER_BLOCKS[name]]
+                for module in [*blocks[depth - setting.unlocked_layers:], *after]:
                     module.requires_grad_(True)
         else:  # lora
             add_lora(tower, name, towers.lora)
