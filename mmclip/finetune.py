@@ -67,7 +67,8 @@ def _has_tokenizer(directory: Path) -> bool:
 
 
 def resolve_base(path: Path, work: Path, config: str | None, text_base: Path | None) -> Base:
-    """What ``path`` is and how the stage loads it (``work``: where an export's weights are unpacked).
+    """What ``path`` is and how the stage loads it (``work``: the run directory, where an export is
+    unpacked into ``base/`` and a checkpoint's model config written as ``model.yaml``).
 
     Every path handed to the stage config is absolute: it lives in ``RUN/stage.yaml``.
     """
@@ -83,19 +84,23 @@ def resolve_base(path: Path, work: Path, config: str | None, text_base: Path | N
         raise ConfigError(f"--text-base: BASE must then be a vision checkpoint file, got the directory {path}")
     if path.is_dir() and not checkpoint.is_checkpoint(path) and (latest := find_latest(path)) is not None:
         path = latest  # a run directory: its newest checkpoint
+    kind, tokenizer = "mmclip checkpoint", None
+    if not checkpoint.is_checkpoint(path) and (path / "config.json").is_file():
+        hf_config = json.loads((path / "config.json").read_text())
+        if "clip" not in hf_config:
+            return Base("jina-clip-v2", config or str(JINA_CLIP_V2_MODEL), released_settings(path), None,
+                        path if _has_tokenizer(path) else None)
+        kind, tokenizer = "mmclip export", path if _has_tokenizer(path) else None
+        path = _unpack_export(path, hf_config, work / "base")
     if checkpoint.is_checkpoint(path):
         family, model_config = checkpoint.read_config(path)
         if family != "clip":
             raise ConfigError(f"{path}: a {family} checkpoint; mmclip finetune trains the dual encoder")
-        tokenizer = model_config.text.tokenizer
-        return Base("mmclip checkpoint", config or str(path / checkpoint.CONFIG_FILE), [], path,
-                    Path(tokenizer) if tokenizer else None)
-    if (path / "config.json").is_file():
-        hf_config = json.loads((path / "config.json").read_text())
-        if "clip" in hf_config:  # an mmclip export: its config, its weights without the "clip." prefix
-            return _export_base(path, hf_config, work.absolute(), config)
-        return Base("jina-clip-v2", config or str(JINA_CLIP_V2_MODEL), released_settings(path), None,
-                    path if _has_tokenizer(path) else None)
+        if config is None:  # its model config as a plain model YAML (paths absolute), for the stage config
+            config = str(work / "model.yaml")
+            Path(config).write_text(yaml.safe_dump(checkpoint.config_dict(model_config), sort_keys=False))
+        tokenizer = tokenizer or (Path(model_config.text.tokenizer) if model_config.text.tokenizer else None)
+        return Base(kind, config, [], path, tokenizer)
     if path.is_file() and text_base is not None:
         text_base = text_base.absolute()
         return Base("vision checkpoint + text model", config or str(JINA_CLIP_V2_MODEL),
@@ -109,9 +114,9 @@ def resolve_base(path: Path, work: Path, config: str | None, text_base: Path | N
                       "or a checkpoint file")
 
 
-def _export_base(path: Path, hf_config: dict, work: Path, config: str | None) -> Base:
-    """An export as an mmclip checkpoint in ``work`` (its weights without ``clip.``, its config, its
-    task instructions), which the stage starts from."""
+def _unpack_export(path: Path, hf_config: dict, directory: Path) -> Path:
+    """An export as an mmclip checkpoint in ``directory``: its weights without ``clip.``, its config
+    and task instructions. The stage starts from it (``init_from``)."""
     from safetensors.torch import load_file
 
     from . import checkpoint
@@ -119,9 +124,7 @@ def _export_base(path: Path, hf_config: dict, work: Path, config: str | None) ->
 
     weights = {key.removeprefix("clip."): value for key, value in load_file(str(path / "model.safetensors")).items()}
     fields = {**hf_config["clip"], "task_instructions": hf_config.get("task_instructions") or {}}
-    checkpoint.write(work, CLIPConfig(**fields), weights)
-    return Base("mmclip export", config or str(work / checkpoint.CONFIG_FILE), [], work,
-                path if _has_tokenizer(path) else None)
+    return checkpoint.write(directory, CLIPConfig(**fields), weights)
 
 
 def _hf_text_settings(text_base: Path) -> list[str]:
@@ -346,7 +349,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     run_dir = args.output
     data_dir = run_dir / "data"
-    base = resolve_base(args.base, run_dir / "base", args.config, args.text_base)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = resolve_base(args.base, run_dir.absolute(), args.config, args.text_base)
     logger.info("base model: %s (%s)", args.base, base.kind)
 
     heldout = data_dir / "heldout" if args.holdout else None
