@@ -256,11 +256,8 @@ def stage_config(base: Base, shards: Path, pairs: int, args: argparse.Namespace)
     stage["checkpoint"]["every_steps"] = steps
     for tower in ("vision", "text"):
         label = getattr(args, tower)
-        if label is not None:
-            try:
-                stage["clip"]["towers"][tower] = vars(TowerTraining.parse(label))
-            except ValueError as error:
-                raise ConfigError(f"--{tower}: {error}") from None
+        if label is not None:  # checked by _usage_error
+            stage["clip"]["towers"][tower] = vars(TowerTraining.parse(label))
     return stage
 
 
@@ -330,10 +327,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
+    from .train.config import TowerTraining
+
     if args.output.exists() and any(args.output.iterdir()):
         return f"--output: {args.output} is not empty; fine-tuning writes a new directory"
-    if not args.data.exists():
-        return f"{args.data}: no such file or directory"
+    for path in (args.base, args.data, args.text_base):
+        if path is not None and not path.exists():
+            return f"{path}: no such file or directory"
+    for tower in ("vision", "text"):
+        try:
+            if getattr(args, tower) is not None:
+                TowerTraining.parse(getattr(args, tower))
+        except ValueError as error:
+            return f"--{tower}: {error}"
     if args.eval is not None and not args.eval.exists():
         return f"--eval: {args.eval}: no such file or directory"
     if not 0 <= args.holdout < 1 or (args.holdout and args.eval is not None):
