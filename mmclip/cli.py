@@ -27,7 +27,7 @@ def _info_memory(args: argparse.Namespace) -> None:
     from .config import load_config
     from .factory import load_model_config
     from .train.config import TrainConfig
-    from .train.memory import estimate_memory, format_memory
+    from .train.memory import estimate_memory, format_memory, format_towers_table, towers_table
 
     config = load_config(TrainConfig, args.config, args.set)
     if config.family != "clip":
@@ -37,7 +37,12 @@ def _info_memory(args: argparse.Namespace) -> None:
         config.check_world_size(world_size)
     except ValueError as error:
         raise ConfigError(f"{args.config}: {error}") from None
-    estimate = estimate_memory(config, load_model_config(config.model, config.model_overrides), world_size)
+    model = load_model_config(config.model, config.model_overrides)
+    estimate = estimate_memory(config, model, world_size)
+    if args.towers_table:
+        rows = towers_table(config, model, world_size)
+        print(json.dumps(rows, indent=2) if args.json else format_towers_table(rows, estimate, args.config))
+        return
     print(json.dumps(estimate, indent=2) if args.json else format_memory(estimate, args.config, args.device_gb))
 
 
@@ -53,6 +58,12 @@ def _train(args: argparse.Namespace) -> int | None:
     except Preempted as stop:
         logging.getLogger("mmclip.train").warning("%s; exit status %d (requeue, then --resume auto)", stop, EXIT_PREEMPTED)
         return EXIT_PREEMPTED
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from . import finetune
+
+    return finetune.run(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -160,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--memory", action="store_true", help="CONFIG is a stage YAML: estimate peak memory per GPU")
     info.add_argument("--world-size", type=int, help="--memory: ranks (default: the config's world_size, else 1)")
     info.add_argument("--device-gb", type=float, default=80.0, help="--memory: GPU memory to compare with (default 80)")
+    info.add_argument("--towers-table", action="store_true",
+                      help="--memory: the peak under each per-tower setting (full, lock, lora, frozen) at 24/40/80 GB")
     info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     info.set_defaults(run=_info)
 
@@ -172,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     train.add_argument("--resume", metavar="auto|PATH", help="auto: the newest complete checkpoint in --output")
     train.set_defaults(run=_train)
+
+    from . import finetune
+
+    finetune_parser = commands.add_parser(
+        "finetune", help="fine-tune a jina-clip-v2 / open_clip / mmclip model on image-caption pairs, then export",
+        description=finetune.__doc__.split("\n\n")[0],
+    )
+    finetune.add_arguments(finetune_parser)
+    finetune_parser.set_defaults(run=_finetune)
 
     demo_parser = commands.add_parser("demo", help="the embedded default: synthetic data, three stages on CPU, retrieval")
     demo.add_arguments(demo_parser)

@@ -82,24 +82,31 @@ def load_source(path: str | Path, config: str | Path | None = None, overrides=()
         model = MMCLIP(model_config)
         checkpoint.load_weights(model, path)  # also moves the vision tower to the checkpoint's resolution
         context_length = min(512, model_config.text.max_position_embeddings - 2)  # <s> and </s> included
-        return Source(model.eval(), _path(model_config.text.tokenizer), context_length, {})
+        return Source(model.eval(), _path(model_config.text.tokenizer), context_length,
+                      dict(model_config.task_instructions))
     if (path / "config.json").is_file():
-        released = json.loads((path / "config.json").read_text())
-        if "vision_config" not in released or "text_config" not in released:
-            raise ConfigError(f"{path}/config.json: not a jina-clip-v2 config (no vision_config / text_config)")
-        vision, text = released["vision_config"], released["text_config"]
-        settings = [f"pretrained={path}"]
-        if "image_size" in vision:
-            settings.append(f"vision.image_size={vision['image_size']}")
-        dims = [d for d in released.get("matryoshka_dimensions") or [] if d <= text.get("embed_dim", 1 << 30)]
-        if dims:
-            settings.append(f"matryoshka_dims={json.dumps(dims)}")
-        model = create_model(config or JINA_CLIP_V2_CONFIG, overrides=[*settings, *overrides])
-        lora = text.get("hf_model_config_kwargs", {})
+        model = create_model(config or JINA_CLIP_V2_CONFIG, overrides=[*released_settings(path), *overrides])
         has_tokenizer = any((path / name).exists() for name in TOKENIZER_FILES)
         # jina-clip-v2's encode_text truncates at 512 tokens by default (jina-clip-v2.md, section 10).
-        return Source(model.eval(), path if has_tokenizer else None, 512, dict(lora.get("task_instructions") or {}))
+        # create_model read the task instructions from config.json into the model config.
+        return Source(model.eval(), path if has_tokenizer else None, 512, dict(model.config.task_instructions))
     raise ConfigError(f"{path}: neither a training checkpoint (model.yaml) nor a jina-clip-v2 directory (config.json)")
+
+
+def released_settings(path: Path) -> list[str]:
+    """Model-config overrides for a released jina-clip-v2 directory: its weights, resolution and
+    Matryoshka dimensions (the architecture itself comes from the model YAML)."""
+    released = json.loads((path / "config.json").read_text())
+    if "vision_config" not in released or "text_config" not in released:
+        raise ConfigError(f"{path}/config.json: not a jina-clip-v2 config (no vision_config / text_config)")
+    vision, text = released["vision_config"], released["text_config"]
+    settings = [f"pretrained={path}"]
+    if "image_size" in vision:
+        settings.append(f"vision.image_size={vision['image_size']}")
+    dims = [d for d in released.get("matryoshka_dimensions") or [] if d <= text.get("embed_dim", 1 << 30)]
+    if dims:
+        settings.append(f"matryoshka_dims={json.dumps(dims)}")
+    return settings
 
 
 def _path(value: str | None) -> Path | None:
@@ -239,6 +246,7 @@ embeddings = model.encode_text(["ein Hund im Schnee", "a dog in the snow"])   # 
 def _portable_config(model: MMCLIP) -> dict:
     """The model config without the local paths it was built from (weights and tokenizer travel along)."""
     fields = dataclasses.asdict(model.config)
+    fields.pop("task_instructions")  # config.json's own task_instructions is the one encode_text reads
     fields["pretrained"] = None
     fields["vision"]["pretrained"] = None
     fields["text"]["pretrained"] = None

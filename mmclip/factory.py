@@ -53,7 +53,9 @@ def create_model(
 
     ``device="meta"`` builds the full-size model without allocating weights (for counting).
     Outside weights come from ``pretrained`` (a whole dual encoder) or ``vision.pretrained`` /
-    ``text.pretrained`` (one tower each), in any layout ``mmclip.weights`` detects.
+    ``text.pretrained`` (one tower each), in any layout ``mmclip.weights`` detects. What the source
+    says about its text tasks stays with the model: its ``task_instructions`` join the config's (the
+    config's win), and the Jina LoRA adapter merged on load is named in ``text.lora_adapter``.
     """
     from .models.clip import MMCLIP
 
@@ -74,6 +76,9 @@ def create_model(
     if config.text.pretrained:
         layout = weights.load_text_weights(model.text, config.text.pretrained, config.text.lora_adapter)
         logger.info("loaded text tower from %s (%s layout)", config.text.pretrained, layout)
+    for source in (config.pretrained, config.text.pretrained):
+        if source:
+            config.task_instructions = {**weights.task_instructions(source), **config.task_instructions}
     return model
 
 

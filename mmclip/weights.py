@@ -14,6 +14,7 @@ copied, so a tower is never loaded half-way.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -59,8 +60,10 @@ def read_state_dict(path: str | Path) -> StateDict:
     """All tensors of a checkpoint file or HF-style directory (sharded or not), on the CPU.
 
     Files: ``.safetensors``, or torch pickles read with ``weights_only=True``; training checkpoints
-    wrapping the weights (open_clip ``{"state_dict": ...}``, timm ``{"model": ...}``, DeepSpeed
-    ``{"module": ...}``) are unwrapped, and DDP's ``module.`` prefix is stripped.
+    wrapping the weights (timm's CheckpointSaver ``{"state_dict", "state_dict_ema", "args": Namespace}``,
+    whose EMA weights win as in timm; open_clip ``{"state_dict": ...}``, timm ``{"model": ...}``,
+    DeepSpeed ``{"module": ...}``) are unwrapped, and DDP's ``module.`` / torch.compile's
+    ``_orig_mod.`` prefixes are stripped.
     """
     path = Path(path)
     if path.is_dir():
@@ -87,6 +90,14 @@ def _weights_file(directory: Path) -> Path:
     raise WeightLoadingError(f"{directory}: no weights file, expected one of {', '.join(_WEIGHT_FILES)}")
 
 
+# Training-checkpoint wrappers around the weights, in order of preference: timm's EMA weights first
+# (``timm.models.load_state_dict(use_ema=True)``, what ``load_checkpoint`` does by default), then
+# open_clip / timm ``state_dict``, timm ``model``, DeepSpeed ``module``.
+_WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
+# Key prefixes of wrapped modules, stripped per key as timm's clean_state_dict does: DDP, torch.compile.
+_MODULE_PREFIXES = ("module.", "_orig_mod.")
+
+
 def _read_file(path: Path) -> StateDict:
     # Any file can be named here: the parsers' own errors (IndexError, SafetensorError, zipfile's,
     # ...) become one WeightLoadingError naming the file and the format it was read as.
@@ -96,20 +107,29 @@ def _read_file(path: Path) -> StateDict:
         except Exception as error:
             raise WeightLoadingError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # timm's CheckpointSaver stores the training arguments as an argparse.Namespace: allowed, as
+        # timm's own loader allows it; anything else outside weights-only pickles is refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightLoadingError(f"{path}: not a weights-only torch checkpoint ({error})") from error
     except Exception as error:
         raise WeightLoadingError(f"{path}: not a torch checkpoint ({type(error).__name__}: {error})") from None
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+    for wrapper in _WRAPPERS:
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict) and checkpoint[wrapper]:
+            if wrapper in ("state_dict_ema", "model_ema"):
+                logger.info("%s: a timm training checkpoint; loading its EMA weights (%s), as timm does", path, wrapper)
             checkpoint = checkpoint[wrapper]
             break
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise WeightLoadingError(f"{path}: not a state dict (a mapping of names to tensors)")
-    if checkpoint and all(key.startswith("module.") for key in checkpoint):
-        checkpoint = {key.removeprefix("module."): value for key, value in checkpoint.items()}
-    return checkpoint
+    return {_strip_module_prefixes(key): value for key, value in checkpoint.items()}
+
+
+def _strip_module_prefixes(key: str) -> str:
+    while key.startswith(_MODULE_PREFIXES):
+        key = next(key.removeprefix(p) for p in _MODULE_PREFIXES if key.startswith(p))
+    return key
 
 
 def _read_config(path: Path) -> dict:
@@ -232,18 +252,35 @@ _TEXT_LAYOUTS = (
 # Dual-encoder checkpoints: the root prefixes of (vision, text) and the name of the pair.
 _CLIP_LAYOUTS = {("vision_model.", "text_model."): "jina_clip_v2", ("visual.", "text."): "open_clip"}
 
-# Keys under a tower's prefix that it does not load, with the reason (matched after the prefix).
+# Keys under a tower's prefix that it does not load, with the reason (matched after the prefix) and
+# whether they carry trained weights: those are dropped with a WARNING naming them, buffers and
+# tables that are recomputed at INFO. A dual encoder's projections never reach these rules:
+# load_clip_weights maps them onto vision_proj / text_proj first (_PROJECTIONS).
 _VISION_IGNORED = (
     # A real fc_norm comes with an Identity norm, whose absence the strict load reports.
-    (re.compile(r"^(head|fc_norm)\."), "timm head (open_clip's projection) and fc_norm: the tower ends at the CLS"),
-    (re.compile(r"(^|\.)rope\."), "RoPE tables: recomputed on every forward"),
-    (re.compile(r"^(mask_token$|lm_head\.)"), "EVA masked-image-modelling pretraining head"),
+    (re.compile(r"^(head|fc_norm)\."), "timm classifier head (a CLIP checkpoint's projection into its own text "
+     "space) and fc_norm: the tower ends at the CLS; load the whole dual encoder to keep the projection", True),
+    (re.compile(r"(^|\.)rope\."), "RoPE tables: recomputed on every forward", False),
+    (re.compile(r"^(mask_token$|lm_head\.)"), "EVA masked-image-modelling pretraining head", True),
 )
 _TEXT_IGNORED = (
-    (re.compile(r"^pooler\."), "HF CLS pooler: the tower mean-pools"),
-    (re.compile(r"^lm_head\."), "masked-language-modelling head"),
-    (re.compile(r"\.rotary_emb\."), "RoPE tables: recomputed on every forward"),
-    (re.compile(r"^embeddings\.(position_ids|token_type_ids)$"), "index buffers older transformers versions saved"),
+    (re.compile(r"^pooler\."), "HF CLS pooler: the tower mean-pools", True),
+    (re.compile(r"^lm_head\."), "masked-language-modelling head", True),
+    (re.compile(r"\.rotary_emb\."), "RoPE tables: recomputed on every forward", False),
+    (re.compile(r"^embeddings\.(position_ids|token_type_ids)$"), "index buffers older transformers versions saved",
+     False),
+)
+
+# A dual encoder's projections, by the source's names: open_clip's timm trunk head (``timm_proj``
+# unset: the trunk's classifier, a Linear with bias, is the projection; EVA02-L-14 and co.), its
+# ``head.proj`` (``timm_proj: linear``), EVA-CLIP / Jina's fork ``visual.head``, and open_clip's HF
+# text projection. Anything else under them (an MLP head) is left under its new name, where the
+# strict load reports it as unexpected.
+_PROJECTIONS = (
+    ("visual.trunk.head.", "vision_proj."),
+    ("visual.head.proj.", "vision_proj."),
+    ("visual.head.", "vision_proj."),
+    ("text.proj.", "text_proj."),
 )
 
 
@@ -267,19 +304,20 @@ def describe_layout(keys) -> str | None:
 
 
 def _tower_weights(state_dict: StateDict, layout: _Layout, ignored, path: Path) -> StateDict:
-    """The keys under the layout's prefix, without it, minus those dropped by rule (logged per rule)."""
+    """The keys under the layout's prefix, without it, minus those dropped by rule (logged per rule, weights loudly)."""
     weights, dropped = {}, {}
     for key, value in state_dict.items():
         if not key.startswith(layout.prefix):
             continue
         key = key[len(layout.prefix) :]
-        reason = next((reason for pattern, reason in ignored if pattern.search(key)), None)
-        if reason is None:
+        rule = next(((reason, loud) for pattern, reason, loud in ignored if pattern.search(key)), None)
+        if rule is None:
             weights[key] = value
         else:
-            dropped.setdefault(reason, []).append(layout.prefix + key)
-    for reason, keys in dropped.items():
-        logger.info("%s: not loading %d keys (%s): %s", path, len(keys), reason, _listing(keys))
+            dropped.setdefault(rule, []).append(layout.prefix + key)
+    for (reason, loud), keys in dropped.items():
+        logger.log(logging.WARNING if loud else logging.INFO, "%s: not loading %d keys (%s): %s",
+                   path, len(keys), reason, _listing(keys))
     return weights
 
 
@@ -335,6 +373,13 @@ def load_vision_weights(tower: EvaVisionTower, path: str | Path) -> str:
 class _LoRA:
     adapter: int  # index into the adapter dimension of lora_A / lora_B
     scaling: float  # lora_alpha / lora_rank
+    name: str | None  # its task name in config.json's lora_adaptations, if listed
+
+
+def task_instructions(path: str | Path) -> dict[str, str]:
+    """Task name -> instruction prefix of a jina-clip-v2 / jina-embeddings-v3 checkpoint's config.json
+    (``task_instructions``, nested in jina-clip-v2's ``text_config.hf_model_config_kwargs``), else ``{}``."""
+    return dict(_text_config(Path(path)).get("task_instructions") or {})
 
 
 def _text_config(path: Path) -> dict:
@@ -376,8 +421,9 @@ def _choose_lora(state_dict: StateDict, config: dict, adapter: str | None, path:
     else:
         scaling = 1.0
         logger.info("%s: no lora_alpha / lora_rank in a config.json beside the weights; LoRA scaling 1.0", path)
-    logger.info("%s: merging LoRA adapter %s (scaling %g)", path, names[index] if names else f"#{index}", scaling)
-    return _LoRA(index, scaling)
+    name = names[index] if names else None
+    logger.info("%s: merging LoRA adapter %s (scaling %g)", path, name or f"#{index}", scaling)
+    return _LoRA(index, scaling, name)
 
 
 def _merge_lora(state_dict: StateDict, lora: _LoRA) -> StateDict:
@@ -408,7 +454,7 @@ def _merge_lora(state_dict: StateDict, lora: _LoRA) -> StateDict:
 
 def _text_state_dict(
     tower: XLMRobertaTextTower, state_dict: StateDict, path: Path, lora_adapter: str | None
-) -> tuple[_Layout, StateDict]:
+) -> tuple[_Layout, StateDict, _LoRA | None]:
     layout = _detect(_TEXT_LAYOUTS, state_dict, "text", path)
     config = _text_config(path)
     _check_config(
@@ -437,18 +483,26 @@ def _text_state_dict(
             f"{path}: the checkpoint has {positions.shape[0]} position embeddings, "
             f"text.max_position_embeddings is {tower.config.max_position_embeddings}"
         )
-    return layout, weights
+    return layout, weights, lora
+
+
+def _record_adapter(tower: XLMRobertaTextTower, lora: _LoRA | None) -> None:
+    """The merged adapter's task name goes into the tower's config, so checkpoints and exports name it."""
+    if lora is not None and lora.name is not None:
+        tower.config.lora_adapter = lora.name
 
 
 def load_text_weights(tower: XLMRobertaTextTower, path: str | Path, lora_adapter: str | None = None) -> str:
     """Load an XLM-R checkpoint (any layout in ``_TEXT_LAYOUTS``) into ``tower``; returns the layout name.
 
     Jina LoRA adapters are merged into the weights: ``lora_adapter`` names one of config.json's
-    ``lora_adaptations``; by default the only one, or jina-clip-v2's ``default_lora_task``.
+    ``lora_adaptations``; by default the only one, or jina-clip-v2's ``default_lora_task``. The
+    merged adapter's name is recorded in ``tower.config.lora_adapter``.
     """
     path = Path(path)
-    layout, weights = _text_state_dict(tower, read_state_dict(path), path, lora_adapter)
+    layout, weights, lora = _text_state_dict(tower, read_state_dict(path), path, lora_adapter)
     _load_strict(tower, weights, layout.name, path)
+    _record_adapter(tower, lora)
     return layout.name
 
 
@@ -459,12 +513,14 @@ def load_clip_weights(model: MMCLIP, path: str | Path) -> str:
     """Load a whole dual encoder: released jina-clip-v2 or a Jina open_clip training checkpoint.
 
     Both towers and ``logit_scale`` (into ``logit_scale_image_text``) must load; the checkpoint has
-    no text-text temperature, so ``logit_scale_text_text`` keeps its initial value.
+    no text-text temperature, so ``logit_scale_text_text`` keeps its initial value. Projections
+    (``_PROJECTIONS``) load into ``vision_proj`` / ``text_proj``, which the model config must then
+    have (``projections``, with ``vision_proj_bias`` / ``text_proj_bias`` where the source has a bias).
     """
     path = Path(path)
-    state_dict = read_state_dict(path)
+    state_dict = {_projection_name(key): value for key, value in read_state_dict(path).items()}
     vision_layout, vision = _vision_state_dict(model.vision, state_dict, path)
-    text_layout, text = _text_state_dict(model.text, state_dict, path, model.config.text.lora_adapter)
+    text_layout, text, lora = _text_state_dict(model.text, state_dict, path, model.config.text.lora_adapter)
     name = _clip_layout(vision_layout, text_layout, path)
     weights = {f"vision.{key}": value for key, value in vision.items()}
     weights |= {f"text.{key}": value for key, value in text.items()}
@@ -474,7 +530,22 @@ def load_clip_weights(model: MMCLIP, path: str | Path) -> str:
     if "logit_scale" in weights:
         weights["logit_scale_image_text"] = weights.pop("logit_scale")
     _load_strict(model, weights, name, path, keep=frozenset({"logit_scale_text_text"}))
+    _record_adapter(model.text, lora)
     return name
+
+
+def projection_shapes(path: str | Path) -> dict[str, list[int]]:
+    """The dual-encoder projections a checkpoint holds, under our names (``vision_proj.weight``, ...),
+    with their shapes: what a model config needs (``projections``, ``embed_dim``, the biases) to load it."""
+    return {name: list(value.shape) for key, value in read_state_dict(path).items()
+            if (name := _projection_name(key)).startswith(("vision_proj.", "text_proj."))}
+
+
+def _projection_name(key: str) -> str:
+    for source, ours in _PROJECTIONS:
+        if key.startswith(source):
+            return ours + key.removeprefix(source)
+    return key
 
 
 # --- the strict load ----------------------------------------------------------------------------

@@ -457,3 +457,131 @@ def test_create_model_loads_the_towers_its_config_names(tmp_path):
         expected_text = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         torch.testing.assert_close(model.encode_image(x), expected_image, atol=ATOL, rtol=ATOL)
         torch.testing.assert_close(model.encode_text(ids, mask), expected_text, atol=ATOL, rtol=ATOL)
+
+
+# --- training checkpoints and whole open_clip models, written by the libraries themselves ---------
+
+
+def test_timm_checkpoint_saver_file_loads_its_ema_weights(tmp_path):
+    """timm's train.py saves CheckpointSaver files (``state_dict``, ``state_dict_ema``, ``args`` as an
+    argparse.Namespace); timm's load_checkpoint reads them, preferring the EMA weights: so do we."""
+    import argparse
+
+    from timm.models import load_checkpoint
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    def tiny_eva():
+        return timm.create_model(
+            "eva02_large_patch14_clip_224", pretrained=False, img_size=56, embed_dim=64, depth=2, num_heads=4
+        ).eval()
+
+    model = perturb_(tiny_eva())
+    ema = ModelEmaV3(model, decay=0.5)
+    perturb_(model)  # the live weights move on; the EMA is halfway between
+    ema.update(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = argparse.Namespace(model="eva02_large_patch14_clip_224", lr=0.1, epochs=1)
+    saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(tmp_path),
+                            recovery_dir=str(tmp_path))
+    saver.save_checkpoint(epoch=0, metric=0.5)
+    path = tmp_path / "last.pth.tar"
+
+    reference = tiny_eva()
+    load_checkpoint(reference, str(path))  # timm's own loader (use_ema=True by default)
+    tower = EvaVisionTower(vision_config()).eval()
+    assert load_vision_weights(tower, path) == "timm"
+    x = images()
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(x), pre_logits=True)
+        live = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(tower(x), expected, atol=ATOL, rtol=ATOL)
+        assert (tower(x) - live).abs().max() > 0.01  # the EMA, not the live weights
+
+
+def xlm_roberta_dir(directory):
+    """A tiny HF XLM-R (absolute positions) saved by transformers, for open_clip's HFTextEncoder."""
+    model = perturb_(XLMRobertaModel(hf_config(), add_pooling_layer=False)).eval()
+    model.save_pretrained(directory)
+    return directory
+
+
+def open_clip_xlm_r_model(directory, vision_proj=None, embed_dim=32):
+    """A whole open_clip CLIP as open_clip builds it: timm EVA02 trunk, HF XLM-R text with a linear projection.
+
+    ``vision_proj`` None: the trunk's classifier head is the projection (with a bias: EVA02-L-14's
+    open_clip config); ``"linear"``: open_clip's ``head.proj`` (no bias)."""
+    config = {
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": 56, "timm_model_name": "eva02_tiny_test_patch14_clip_56",
+                       "timm_model_pretrained": False, "timm_pool": "token", "timm_proj": vision_proj},
+        "text_cfg": {"hf_model_name": str(xlm_roberta_dir(directory / "xlm-r")), "hf_model_pretrained": False,
+                     "hf_proj_type": "linear", "hf_pooler_type": "mean_pooler", "hf_tokenizer_name": None},
+    }
+    name = f"EVA02-tiny-xlmr-{vision_proj}-{embed_dim}"
+    (directory / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(directory)
+    return perturb_(open_clip.create_model(name)).eval()
+
+
+def save_open_clip(model, path):
+    """open_clip's training loop: ``{"epoch", "name", "state_dict"}`` of the (DDP-wrapped) model."""
+    state_dict = {f"module.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"epoch": 1, "name": "EVA02-tiny-xlmr", "state_dict": state_dict}, path)
+    return path
+
+
+def open_clip_clip_config(vision_proj_bias, embed_dim=32):
+    return CLIPConfig(embed_dim=embed_dim, matryoshka_dims=[embed_dim], projections=True,
+                      vision_proj_bias=vision_proj_bias, attention_backend="sdpa", vision=vision_config(),
+                      text=text_config(position_embedding="absolute", hidden_dropout=0.0))
+
+
+@pytest.mark.parametrize("vision_proj", [None, "linear"], ids=["trunk-head", "head-proj"])
+def test_open_clip_whole_checkpoint_keeps_its_projections(tmp_path, vision_proj):
+    reference = open_clip_xlm_r_model(tmp_path, vision_proj)
+    path = save_open_clip(reference, tmp_path / "epoch_1.pt")
+    model = MMCLIP(open_clip_clip_config(vision_proj_bias=vision_proj is None)).eval()
+    assert load_clip_weights(model, path) == "open_clip"
+    pixels, (ids, mask) = images(), texts()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(pixels), reference.encode_image(pixels), atol=ATOL, rtol=ATOL)
+        torch.testing.assert_close(model.encode_text(ids, mask), reference.encode_text(ids), atol=ATOL, rtol=ATOL)
+    assert model.logit_scale_image_text.item() == reference.logit_scale.item()
+
+
+def test_a_projection_the_model_cannot_hold_is_refused(tmp_path):
+    """No projections configured (64-d towers, 64-d embeddings): open_clip's trunk head is not dropped quietly."""
+    path = save_open_clip(open_clip_xlm_r_model(tmp_path, embed_dim=64), tmp_path / "epoch_1.pt")
+    config = CLIPConfig(embed_dim=64, matryoshka_dims=[64], attention_backend="sdpa", vision=vision_config(),
+                        text=text_config(position_embedding="absolute"))
+    with pytest.raises(WeightLoadingError, match=r"unexpected \(3\): text_proj\.weight, vision_proj\.bias, "
+                                                 r"vision_proj\.weight"):
+        load_clip_weights(MMCLIP(config), path)
+    with pytest.raises(WeightLoadingError, match=r"missing \(1\): vision_proj\.bias"):  # a bias it lacks
+        load_clip_weights(MMCLIP(open_clip_clip_config(vision_proj_bias=True)), save_open_clip(
+            open_clip_xlm_r_model(tmp_path, "linear"), tmp_path / "epoch_2.pt"))
+
+
+@pytest.mark.parametrize("grid", [3, 6], ids=["down", "up"])
+def test_pos_embed_resampling_matches_timm(grid):
+    from timm.layers import resample_abs_pos_embed
+
+    from mmclip.models.eva import resample_pos_embed
+
+    pos_embed = torch.randn(1, 1 + 4 * 4, 64)
+    torch.testing.assert_close(resample_pos_embed(pos_embed, grid), resample_abs_pos_embed(pos_embed, [grid, grid]),
+                               atol=0, rtol=0)
+
+
+def test_jina_clip_v2_task_metadata_stays_with_the_model(tmp_path):
+    from mmclip import create_model
+
+    reference = perturb_(tiny_clip())
+    path = jina_clip_v2_dir(tmp_path, reference)
+    config = json.loads((path / "config.json").read_text())
+    instructions = {"retrieval.query": "Represent the query for retrieving evidence documents: "}
+    config["text_config"]["hf_model_config_kwargs"]["task_instructions"] = instructions
+    (path / "config.json").write_text(json.dumps(config))
+    model = create_model(tiny_clip().config, overrides=[f"pretrained={path}"])
+    assert model.config.task_instructions == instructions
+    assert model.config.text.lora_adapter == "retrieval.query"  # the adapter merged on load

@@ -37,10 +37,12 @@ class MMCLIP(nn.Module):
         self.vision_proj: nn.Module = nn.Identity()
         self.text_proj: nn.Module = nn.Identity()
         if config.projections:
-            self.vision_proj = nn.Linear(config.vision.width, config.embed_dim, bias=False)
-            self.text_proj = nn.Linear(config.text.hidden_size, config.embed_dim, bias=False)
+            self.vision_proj = nn.Linear(config.vision.width, config.embed_dim, bias=config.vision_proj_bias)
+            self.text_proj = nn.Linear(config.text.hidden_size, config.embed_dim, bias=config.text_proj_bias)
             for proj in (self.vision_proj, self.text_proj):
                 nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+                if proj.bias is not None:
+                    nn.init.zeros_(proj.bias)
         self.logit_scale_image_text = nn.Parameter(torch.tensor(config.init_logit_scale_image_text))
         self.logit_scale_text_text = nn.Parameter(torch.tensor(config.init_logit_scale_text_text))
 

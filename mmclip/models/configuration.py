@@ -103,12 +103,17 @@ class CLIPConfig:
     embed_dim: int = 1024
     matryoshka_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 768, 1024])
     projections: bool = False  # jina-clip-v2 has none: both towers are 1024-wide
+    vision_proj_bias: bool = False  # open_clip's timm trunk head (its EVA02 projection) has a bias
+    text_proj_bias: bool = False
     attention_backend: str = "auto"
     init_logit_scale_image_text: float = 2.6592  # ln(1 / 0.07)
     init_logit_scale_text_text: float = 2.9957  # ln(1 / 0.05), the text-pair temperature of Jina's trainer
-    pretrained: str | None = None  # a whole dual-encoder checkpoint (jina-clip-v2 directory)
+    pretrained: str | None = None  # a whole dual-encoder checkpoint (jina-clip-v2 directory, open_clip file)
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    # Task name -> instruction prefixed to texts (jina-clip-v2's encode_text(task=...)): read from the
+    # base checkpoint on load, kept by training checkpoints and written into the export's config.json.
+    task_instructions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.vision, dict):
@@ -120,6 +125,8 @@ class CLIPConfig:
             "attention_backend",
             f"must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}",
         )
+        require(self.projections or not (self.vision_proj_bias or self.text_proj_bias), "vision_proj_bias",
+                 "and text_proj_bias need projections")
         if not self.projections:
             for key, width in (("vision.width", self.vision.width), ("text.hidden_size", self.text.hidden_size)):
                 require(width == self.embed_dim, key, f"must equal embed_dim ({self.embed_dim}) without projections")

@@ -22,13 +22,17 @@ from .rope import apply_rotary, vision_rotary
 
 
 def resample_pos_embed(pos_embed: torch.Tensor, new_grid: int) -> torch.Tensor:
-    """Bicubic resampling of a ``[1, 1 + G*G, D]`` position table to ``new_grid``; CLS row kept."""
+    """Bicubic resampling of a ``[1, 1 + G*G, D]`` position table to ``new_grid``; CLS row kept.
+
+    Antialiased, in float32, as timm's ``resample_abs_pos_embed`` and open_clip's ``resize_pos_embed``
+    do, so a checkpoint loaded at another resolution gets the table those libraries would give it.
+    """
     old_grid = math.isqrt(pos_embed.shape[1] - 1)
     if old_grid == new_grid:
         return pos_embed
     cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
     patch_pos = patch_pos.reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2).float()
-    patch_pos = F.interpolate(patch_pos, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    patch_pos = F.interpolate(patch_pos, size=(new_grid, new_grid), mode="bicubic", align_corners=False, antialias=True)
     patch_pos = patch_pos.permute(0, 2, 3, 1).flatten(1, 2).to(pos_embed.dtype)
     return torch.cat((cls_pos, patch_pos), dim=1)
 
@@ -62,8 +66,9 @@ class EvaAttention(nn.Module):
         self.proj = nn.Linear(config.width, config.width)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # The module is called (not its weight read), so a LoRA wrapper on qkv takes part.
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        q, k, v = F.linear(x, self.qkv.weight, bias).unflatten(-1, (3, self.num_heads, -1)).unbind(-3)
+        q, k, v = (self.qkv(x) + bias).unflatten(-1, (3, self.num_heads, -1)).unbind(-3)
         cos, sin = rope  # patch tokens only: the CLS token (index 0) carries no position
         q = torch.cat((q[:, :1], apply_rotary(q[:, 1:], cos, sin, interleaved=True)), dim=1)
         k = torch.cat((k[:, :1], apply_rotary(k[:, 1:], cos, sin, interleaved=True)), dim=1)

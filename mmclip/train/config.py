@@ -19,6 +19,7 @@ from .families import FAMILIES
 PRECISIONS = ("bf16", "fp32")
 LUSIFER_STAGES = {"align": ("text", "text_pair"), "finetune": ("text_pair", "text_triplet")}  # -> stream kinds
 LUSIFER_PART_TRAINING = ("lora", "full", "frozen")
+TOWER_MODES = ("full", "frozen", "lock", "lora")  # how a dual-encoder tower trains (mmclip.train.trainable)
 
 
 @dataclass
@@ -64,11 +65,72 @@ class ResolutionPhase:
 
 
 @dataclass
+class LoraSettings:
+    """peft LoRA on every linear layer of a part (Table 4: rank 16, alpha 32; the reference's dropout 0.1)."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        require(self.r > 0, "r", "must be positive")
+        require(self.alpha > 0, "alpha", "must be positive")
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+
+
+@dataclass
+class TowerTraining:
+    """How one tower of the dual encoder trains.
+
+    ``full``: every weight. ``frozen``: nothing, its projection included. ``lock``: the last
+    ``unlocked_layers`` blocks and what follows them train, the rest is frozen (open_clip's
+    ``--lock-image-unlocked-groups`` / ``--lock-text-unlocked-layers``; 0 locks the whole tower); the
+    projection trains, as open_clip's head does. ``lora``: peft LoRA on every linear layer of the
+    blocks (``clip.towers.lora``), merged into the weights in checkpoints; the projection trains.
+    """
+
+    mode: str = "full"
+    unlocked_layers: int = 0
+
+    @classmethod
+    def parse(cls, label: str) -> TowerTraining:
+        """``full``, ``frozen``, ``lora``, ``lock`` or ``lock:N`` (the command line's short form)."""
+        mode, _, layers = label.partition(":")
+        try:
+            return cls(mode, int(layers) if layers else 0)
+        except ValueError as error:
+            raise ValueError(f"{label!r}: expected full, frozen, lora, lock or lock:N ({error})") from None
+
+    @property
+    def label(self) -> str:
+        return f"lock:{self.unlocked_layers}" if self.mode == "lock" else self.mode
+
+    def __post_init__(self) -> None:
+        require(self.mode in TOWER_MODES, "mode", f"must be one of {TOWER_MODES}, got {self.mode!r}")
+        require(self.unlocked_layers >= 0, "unlocked_layers", "must be >= 0")
+        require(self.mode == "lock" or self.unlocked_layers == 0, "unlocked_layers", "is for mode lock only")
+
+
+@dataclass
+class TowersConfig:
+    """Per-tower training of the dual encoder; frozen weights get no gradients and no optimizer state."""
+
+    vision: TowerTraining = field(default_factory=TowerTraining)
+    text: TowerTraining = field(default_factory=TowerTraining)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # for towers in mode lora
+
+    def __post_init__(self) -> None:
+        require(not (self.vision.mode == "frozen" and self.text.mode == "frozen"), "vision.mode",
+                 "and text.mode are both frozen: nothing but the temperatures would train")
+
+
+@dataclass
 class CLIPTrainConfig:
-    """The ``clip`` family's block: the resolution schedule and the stage's patch dropout."""
+    """The ``clip`` family's block: the resolution schedule, the stage's patch dropout, how each tower trains."""
 
     resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
     patch_dropout: float | None = None  # None: the model config's
+    towers: TowersConfig = field(default_factory=TowersConfig)  # full, frozen, lock or lora per tower
 
     def __post_init__(self) -> None:
         require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")
@@ -94,20 +156,6 @@ class LoggingConfig:
 
     def __post_init__(self) -> None:
         require(self.every_steps > 0, "every_steps", "must be positive")
-
-
-@dataclass
-class LoraSettings:
-    """peft LoRA on every linear layer of a part (Table 4: rank 16, alpha 32; the reference's dropout 0.1)."""
-
-    r: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        require(self.r > 0, "r", "must be positive")
-        require(self.alpha > 0, "alpha", "must be positive")
-        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass

@@ -17,7 +17,8 @@ def param_groups(model: MMCLIP, config: OptimizerConfig) -> list[dict]:
 
     timm's layer decay keeps 1-D params and biases out of weight decay; the towers add their
     embeddings and position embeddings. Projections take their tower's top-layer LR; the
-    temperatures get their own group without decay.
+    temperatures get their own group without decay. Frozen parameters (``requires_grad`` off, see
+    :mod:`.trainable`) are in no group, so the optimizer keeps no state for them.
     """
     groups = []
     towers = (
@@ -29,8 +30,9 @@ def param_groups(model: MMCLIP, config: OptimizerConfig) -> list[dict]:
             tower, weight_decay=config.weight_decay, no_weight_decay_list=tower.no_weight_decay(), layer_decay=decay
         ):
             groups.append({**group, "tower": name, "lr": peak * group["lr_scale"]})
-        if list(projection.parameters()):
-            groups.append({"params": list(projection.parameters()), "weight_decay": config.weight_decay,
+        trained = [p for p in projection.parameters() if p.requires_grad]
+        if trained:
+            groups.append({"params": trained, "weight_decay": config.weight_decay,
                            "lr_scale": 1.0, "tower": name, "lr": peak})
     scales = [model.logit_scale_image_text, model.logit_scale_text_text]
     lr_scale = config.lr_logit_scale or config.lr_vision

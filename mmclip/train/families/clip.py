@@ -21,6 +21,7 @@ from ...tokenizer import load_tokenizer
 from ..config import TrainConfig
 from ..metrics import step_flops
 from ..optim import param_groups
+from ..trainable import apply_towers, merged_weights
 from .base import ModelFamily
 
 # The learned temperatures: trained as [1] (DeepSpeed's parameter broadcast views every tensor as
@@ -86,6 +87,7 @@ class CLIPFamily(ModelFamily):
             model.vision.set_image_size(phase)
         if config.clip.patch_dropout is not None:
             model.vision.config.patch_dropout = config.clip.patch_dropout
+        apply_towers(model, config.clip.towers)
         model.set_grad_checkpointing(config.gradient_checkpointing)
         for name in LOGIT_SCALES.values():
             setattr(model, name, torch.nn.Parameter(getattr(model, name).detach().reshape(1)))
@@ -119,5 +121,7 @@ class CLIPFamily(ModelFamily):
         return step_flops(module.config, self.config.data, batches, phase)
 
     def checkpoint_weights(self, module: MMCLIP, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Plain MMCLIP weights: the temperatures 0-d again, the towers' LoRA merged (``clip.towers``)."""
         scales = set(LOGIT_SCALES.values())
-        return {k: v.reshape(()) if k in scales else v for k, v in weights.items()}
+        weights = {k: v.reshape(()) if k in scales else v for k, v in weights.items()}
+        return merged_weights(self.config.clip.towers, weights)

@@ -26,7 +26,6 @@ from typing import Any
 import math
 
 import torch
-from torch import nn
 
 from ... import checkpoint
 from ...config import ConfigError
@@ -36,45 +35,12 @@ from ...factory import create_lusifer_model, load_lusifer_config
 from ...losses import InfoNCELoss
 from ...models import LusiferConfig, LusiferModel
 from ...tokenizer import load_tokenizer
-from ..config import LUSIFER_STAGES, LoraSettings, TrainConfig
+from ..config import LUSIFER_STAGES, TrainConfig
+from ..lora import add_lora, merge_lora
 from ..step import StepLosses, to_device
 from .base import ModelFamily
 
 logger = logging.getLogger(__name__)
-
-# Every linear layer of each part (the reference's find_all_linear_names), the LM head excluded.
-LORA_TARGETS = {
-    "encoder": ["Wqkv", "out_proj", "fc1", "fc2"],
-    "llm": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-LORA_KEY = ".lora_A.default.weight"
-
-
-def add_lora(part: nn.Module, name: str, settings: LoraSettings) -> None:
-    """peft LoRA adapters in place on ``part`` (its own weights frozen, the adapters trainable)."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=LORA_TARGETS[name], bias="none")
-    inject_adapter_in_model(lora, part)
-
-
-def merge_lora(weights: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
-    """A state dict with peft LoRA layers folded into plain ``Linear`` weights: ``W + scaling * B @ A``
-    (peft's ``get_delta_weight`` for a Linear), under the module's own names."""
-    merged = {}
-    for key, value in weights.items():
-        if ".lora_" in key:
-            continue
-        module, base, part = key.rpartition(".base_layer.")
-        if not base:
-            merged[key] = value
-            continue
-        if part == "weight" and f"{module}{LORA_KEY}" in weights:
-            lora_a, lora_b = weights[f"{module}{LORA_KEY}"], weights[f"{module}.lora_B.default.weight"]
-            value = value + scaling * (lora_b.float() @ lora_a.float()).to(value.dtype)
-        merged[f"{module}.{part}"] = value
-    return merged
 
 
 class LusiferFamily(ModelFamily):
