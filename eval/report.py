@@ -45,7 +45,8 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def _exported(model: Path, output: Path) -> Path:
+def exported(model: Path, output: Path) -> Path:
+    """``model`` if it is an export, else its export into ``output/model`` (made once)."""
     if (model / "model.yaml").is_file():
         from mmclip.export import export
 
@@ -90,7 +91,7 @@ def evaluate_model(model: str | Path, eval_dir: str | Path, output: str | Path, 
 
     eval_dir, output = Path(eval_dir), Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    model_dir = _exported(Path(model), output)
+    model_dir = exported(Path(model), output)
     hf_model = load_model(model_dir)
     dims = list(dims or hf_model.matryoshka_dims)
     for dim in dims:

@@ -102,6 +102,28 @@ def _eval_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_mteb(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.mteb_tasks import resolve_tasks, run_mteb
+    from eval.report import exported
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model_dir = exported(Path(args.model), output)
+    try:
+        tasks = resolve_tasks(args.tasks, args.languages, args.data, output)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise ConfigError(str(error).strip("'\"")) from None
+    results = run_mteb(model_dir, tasks, output, args.dim)
+    for task_result in results.task_results:
+        for split, entries in task_result.scores.items():
+            for entry in entries:
+                print(f"{task_result.task_name} {split} {entry['hf_subset']}: {entry['main_score']:.4f}")
+    print(f"mteb results: {output / 'results'}")
+    return 0
+
+
 def _eval_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -129,6 +151,17 @@ def add_eval_parser(commands) -> None:
     report.add_argument("--output", required=True, help="report directory")
     report.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all the model's)")
     report.set_defaults(run=_eval_report)
+
+    mteb = harnesses.add_parser("mteb", help="mteb's own runner on an export or a checkpoint; mteb's result files")
+    mteb.add_argument("model", help="an mmclip export directory or a training checkpoint (exported into OUTPUT/model)")
+    mteb.add_argument("--tasks", nargs="+", required=True,
+                      help="mteb task names (downloaded), or the local SyntheticSTS, SyntheticTextRetrieval, "
+                      "SyntheticDocumentsViDoRe (read from --data)")
+    mteb.add_argument("--languages", nargs="+", help="ISO 639-3 codes, e.g. deu hin (default: every language of each task)")
+    mteb.add_argument("--data", help="held-out sets for the local tasks: sts/, text_retrieval/, documents/")
+    mteb.add_argument("--dim", type=int, help="a Matryoshka dimension (default: the full width)")
+    mteb.add_argument("--output", required=True, help="mteb's result cache: OUTPUT/results/<model>/<revision>/")
+    mteb.set_defaults(run=_eval_mteb)
 
     compare = harnesses.add_parser("compare", help="two evaluations side by side (markdown table and bar chart)")
     compare.add_argument("a", help="results.json of the first model (e.g. stage 2)")

@@ -15,6 +15,7 @@ The output loads offline with ``AutoModel.from_pretrained(DIR, trust_remote_code
     preprocessor_config.json, processor_config.json the eval transform and the processor
     modules.json, sentence_bert_config.json, config_sentence_transformers.json, 1_Normalize/
                                     sentence-transformers: text and images, then Normalize
+    mteb_model_meta.json            mteb's ModelMeta fields (mmclip/mteb_meta.py)
 
 A LUSIFER training checkpoint (its ``model.yaml`` names an LLM) becomes ``config.json`` with
 ``LusiferHFConfig`` / ``LusiferHFModel`` (``encode_text``), ``model.safetensors`` under ``lusifer.``
@@ -42,6 +43,7 @@ from .models import MMCLIP
 from .models.configuration_lusifer import LusiferHFConfig
 from .models.configuration_mmclip import MMCLIPConfig
 from .models.processing_mmclip import MMCLIPImageProcessor, MMCLIPProcessor
+from .mteb_meta import write_mteb_meta
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ def export(
         for module in sorted(MODELS_DIR.glob("*.py")):
             if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
                 shutil.copy2(module, tmp / module.name)
+        write_mteb_meta(tmp, output.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -31,5 +31,10 @@ class MMCLIPConfig(PretrainedConfig):
         self.task_instructions = dict(task_instructions or {})
         super().__init__(**kwargs)
 
+    @property
+    def projection_dim(self) -> int:
+        """The embedding width, where sentence-transformers' ``get_sentence_embedding_dimension`` looks."""
+        return self.clip["embed_dim"]
+
     def clip_config(self) -> CLIPConfig:
         return CLIPConfig(**self.clip)
