@@ -209,10 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_on_cpu() -> None:
+    """Without CUDA, DeepSpeed warns that it falls back to the CPU and torch that no CUDA runtime is
+    found: nothing the user running on CPU does not know. DeepSpeed logs an explicit choice at INFO,
+    below its WARNING level; torch's warning comes from its C++-extension module."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # logs each CPU variant it fails to load
     logging.getLogger("mteb").setLevel(logging.WARNING)  # logs every corpus chunk; we print the scores
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # logs building its font cache
+    _quiet_on_cpu()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.config import DataConfig
+from ..data.config import DataConfig, StreamConfig
 
 PRECISIONS = ("bf16", "fp32")
 FAMILIES = ("clip", "lusifer")  # which model a stage trains (mmclip.train.family)
@@ -82,9 +82,31 @@ class LoggingConfig:
     every_steps: int = 10
     tensorboard: bool = True
     sample_keys: bool = False  # OUTPUT/keys/rank_*.jsonl: every step's sample keys (checks data order)
+    # Weights & Biases next to TensorBoard: the same records, files in OUTPUT/wandb (WANDB_MODE=offline
+    # keeps them local; `wandb sync` uploads them later).
+    wandb: bool = False
+    wandb_project: str = "mmclip"
 
     def __post_init__(self) -> None:
         _require(self.every_steps > 0, "every_steps", "must be positive")
+
+
+@dataclass
+class ValidationConfig:
+    """Retrieval on held-out shard sets every ``every_steps`` (and at the last step), logged as
+    ``val/<set>/<metric>``: image_text sets recall@k both ways, text sets recall@k and nDCG@k of
+    query -> positive. A set's ``batch_size`` is its embedding batch; each set is read once, whole."""
+
+    sets: dict[str, StreamConfig] = field(default_factory=dict)
+    every_steps: int = 1000
+    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+    ndcg_k: int = 10
+
+    def __post_init__(self) -> None:
+        _require(len(self.sets) > 0, "sets", "needs at least one held-out shard set")
+        _require(self.every_steps > 0, "every_steps", "must be positive")
+        _require(len(self.recall_k) > 0 and all(k > 0 for k in self.recall_k), "recall_k", "must be positive")
+        _require(self.ndcg_k > 0, "ndcg_k", "must be positive")
 
 
 @dataclass
@@ -146,9 +168,11 @@ class TrainConfig:
     seed: int = 0
     family: str = "clip"  # clip: the dual encoder (model: a CLIPConfig YAML); lusifer: a LusiferConfig YAML
     lusifer: LusiferTrainConfig | None = None  # required with family lusifer
+    validation: ValidationConfig | None = None  # held-out retrieval during training (CLIP family)
 
     def __post_init__(self) -> None:
         _require(self.family in FAMILIES, "family", f"must be one of {FAMILIES}, got {self.family!r}")
+        _require(self.validation is None or self.family == "clip", "validation", "is for the CLIP family only")
         _require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
                  "is required with family lusifer and only allowed with it")
         if self.lusifer is not None:
