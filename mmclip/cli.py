@@ -68,7 +68,7 @@ def _export(args: argparse.Namespace) -> None:
 
     path = export(
         args.checkpoint, args.output, dtype=args.dtype, config=args.config, tokenizer=args.tokenizer,
-        context_length=args.context_length, overrides=args.set,
+        context_length=args.context_length, overrides=args.set, onnx=args.onnx, onnx_int8=args.onnx_int8,
     )
     print(f"exported {args.checkpoint} -> {path} ({args.dtype}); load with "
           f"AutoModel.from_pretrained({str(path)!r}, trust_remote_code=True)")
@@ -83,6 +83,8 @@ def add_export_parser(commands) -> None:
     export.add_argument("--tokenizer", help="tokenizer directory (default: the one the model config names, or the source dir)")
     export.add_argument("--context-length", type=int, help="encode_text's max tokens (default 512)")
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model config key")
+    export.add_argument("--onnx", action="store_true", help="also onnx/vision.onnx and onnx/text.onnx (fp32, dynamic batch/sequence)")
+    export.add_argument("--onnx-int8", action="store_true", help="also their int8 dynamic quantization (implies --onnx)")
     export.set_defaults(run=_export)
 
 
