@@ -96,7 +96,8 @@ class OnnxEncoder:
     """``encode_text`` / ``encode_image`` of an export's ONNX towers on onnxruntime: the same API,
     tokenizer and image processor as the export's ``AutoModel``, numpy in and out."""
 
-    def __init__(self, model_dir: str | Path, int8: bool = False, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    def __init__(self, model_dir: str | Path, int8: bool = False, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                 threads: int | None = None):
         import onnxruntime
         from transformers import AutoTokenizer
 
@@ -108,7 +109,10 @@ class OnnxEncoder:
         missing = [str(path) for path in paths.values() if not path.is_file()]
         if missing:
             raise FileNotFoundError(f"no ONNX graphs {missing}; export with mmclip export --onnx{' --onnx-int8' * int8}")
-        self.sessions = {name: onnxruntime.InferenceSession(str(path), providers=list(providers))
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.sessions = {name: onnxruntime.InferenceSession(str(path), options, providers=list(providers))
                          for name, path in paths.items()}
         config = json.loads((self.model_dir / "config.json").read_text())
         self.dims = list(config["clip"]["matryoshka_dims"])
