@@ -99,7 +99,7 @@ def _eval_report(args: argparse.Namespace) -> int:
 
     from eval.report import run_evaluation
 
-    run_evaluation(args.model, args.data, args.output, compare_with=args.compare, dims=args.dims)
+    run_evaluation(args.model, args.data, args.output, compare_with=args.compare, dims=args.dims, verbose=args.verbose)
     print(f"report: {Path(args.output) / 'report.md'}")
     return 0
 
@@ -108,7 +108,7 @@ def _eval_mteb(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eval.mteb_tasks import resolve_tasks, run_mteb
-    from eval.report import exported
+    from eval.report import exported, progress_bars
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,8 @@ def _eval_mteb(args: argparse.Namespace) -> int:
         tasks = resolve_tasks(args.tasks, args.languages, args.data, output)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise ConfigError(str(error).strip("'\"")) from None
-    results = run_mteb(model_dir, tasks, output, args.dim)
+    with progress_bars(args.verbose):
+        results = run_mteb(model_dir, tasks, output, args.dim)
     for task_result in results.task_results:
         for split, entries in task_result.scores.items():
             for entry in entries:
@@ -152,6 +153,7 @@ def add_eval_parser(commands) -> None:
     report.add_argument("--data", required=True, help="held-out sets: clip_benchmark/, sts/, text_retrieval/, documents/")
     report.add_argument("--output", required=True, help="report directory")
     report.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all the model's)")
+    report.add_argument("--verbose", action="store_true", help="show the progress bars of datasets, transformers, the Hub")
     report.set_defaults(run=_eval_report)
 
     mteb = harnesses.add_parser("mteb", help="mteb's own runner on an export or a checkpoint; mteb's result files")
@@ -163,6 +165,7 @@ def add_eval_parser(commands) -> None:
     mteb.add_argument("--data", help="held-out sets for the local tasks: sts/, text_retrieval/, documents/")
     mteb.add_argument("--dim", type=int, help="a Matryoshka dimension (default: the full width)")
     mteb.add_argument("--output", required=True, help="mteb's result cache: OUTPUT/results/<model>/<revision>/")
+    mteb.add_argument("--verbose", action="store_true", help="show the progress bars of datasets, transformers, the Hub")
     mteb.set_defaults(run=_eval_mteb)
 
     compare = harnesses.add_parser("compare", help="two evaluations side by side (markdown table and bar chart)")

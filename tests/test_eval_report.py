@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     return root, checkpoint
 
 
-def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp_path, monkeypatch):
+def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     root, checkpoint = setup
@@ -43,6 +43,10 @@ def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp
         "64",
     ]
     assert main(argv) == 0
+    # Quiet without --verbose: none of the datasets / transformers progress bars around the scores.
+    shown = capfd.readouterr()
+    for bar in ("Standardizing text corpus format", "Generating test split", "Map:", "Loading weights"):
+        assert bar not in shown.err + shown.out, bar
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["dims"] == [16, 64]
