@@ -30,7 +30,7 @@ def write_mteb_meta(directory: Path, name: str) -> None:
         dims = sorted(config["clip"]["matryoshka_dims"], reverse=True)
         modalities = ["image", "text"]
     else:  # LUSIFER: text only, one width
-        dims, modalities = [config["lusifer"]["embed_dim"]], ["text"]
+        dims, modalities = [config["lusifer"]["llm"]["hidden_size"]], ["text"]  # the LLM's width
     with safe_open(str(directory / "model.safetensors"), "pt") as weights:
         n_parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
     meta = {
