@@ -7,25 +7,20 @@ import json
 import numpy as np
 import pytest
 
-from data_pipelines.synthetic.eval_sets import write_eval_sets
-from data_pipelines.synthetic.samples import Context
 from mmclip.cli import main
 from mmclip.export import export
 from mmclip.search import load_model
 
-from .test_export import cosines, make_checkpoint
-
-LANGUAGES = ("de", "hi")
-SIZES = {"images": 4, "documents": 2, "sts": 12, "text_retrieval": 6}
+from .test_eval_report import LANGUAGES, checkpoint_and_eval_sets
+from .test_export import cosines
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("mteb")
-    checkpoint, model = make_checkpoint(root)
+    checkpoint = checkpoint_and_eval_sets(root)
     export(checkpoint, root / "export")
-    write_eval_sets(root / "eval", Context(3, LANGUAGES), SIZES, lambda build, count: map(build, range(count)))
-    return root, checkpoint, model
+    return root, checkpoint, load_model(root / "export")
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +79,7 @@ def test_the_exports_model_meta_loads_the_model_for_mteb(setup):
     root, _, model = setup
     meta = load_model_meta(root / "export")
     assert meta.name == "mmclip/export" and meta.embed_dim == [64, 32, 16]
-    assert meta.n_parameters == sum(p.numel() for p in model.parameters()) and meta.modalities == ["image", "text"]
+    assert meta.n_parameters == sum(p.numel() for p in model.clip.parameters()) and meta.modalities == ["image", "text"]
     assert isinstance(meta.load_model(embed_dim=32), MMCLIPEncoder)
     task = local_sts(root / "eval" / "sts")
     by_meta = scores(mteb.evaluate(load_model_meta(root / "export", 16), [task], cache=None, show_progress_bar=False))

@@ -18,12 +18,17 @@ LANGUAGES = ("de", "hi")
 SIZES = {"images": 10, "documents": 3, "sts": 12, "text_retrieval": 6}
 
 
+def checkpoint_and_eval_sets(root):
+    """A training checkpoint and the held-out sets in ``root/eval`` (two languages, a few items each)."""
+    checkpoint, _ = make_checkpoint(root)
+    write_eval_sets(root / "eval", Context(3, LANGUAGES), SIZES, lambda build, count: map(build, range(count)))
+    return checkpoint
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    checkpoint, _ = make_checkpoint(root)
-    write_eval_sets(root / "eval", Context(3, LANGUAGES), SIZES, lambda build, count: map(build, range(count)))
-    return root, checkpoint
+    return root, checkpoint_and_eval_sets(root)
 
 
 def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp_path, monkeypatch, capfd):
