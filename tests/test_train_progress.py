@@ -122,3 +122,38 @@ def test_validation_metrics_agree_with_scikit_learn():
     assert ours["recall@5"] == pytest.approx(top_k_accuracy_score(labels, scores.numpy(), k=5, labels=np.arange(30)))
     relevance = np.eye(20, 30)
     assert ours["ndcg@10"] == pytest.approx(ndcg_score(relevance, scores.numpy(), k=10))
+
+
+def test_on_a_terminal_a_bar_with_the_lines_printed_above_it(tmp_path):
+    import fcntl
+    import re
+    import struct
+    import termios
+
+    write_corpus(tmp_path)
+    config = stage_config(tmp_path, "tty", steps=4, **{"logging.every_steps": 2, "checkpoint.every_steps": 2})
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    controller, terminal = os.openpty()  # stdout and stderr are one terminal, as in an interactive shell
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows, 160 columns
+    process = subprocess.Popen(train_command(config, tmp_path / "run"), cwd=REPO, env=env,
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert process.wait(timeout=300) == 0
+    shown = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"\d/4 \[\d\d:\d\d<\d\d:\d\d, .*loss=[\d.]+, samples_s=[\d.]+\]", shown)  # steps, ETA, speed
+    # What the terminal shows of each line: the text after its last carriage return (the bar erased).
+    # (The terminal ends lines with \r\n.)
+    visible = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in shown.split("\n")]
+    assert [line.split(" | ")[0] for line in visible if line.startswith("step ")] == ["step 2/4", "step 4/4"]
+    assert len([line for line in visible if line.startswith("INFO mmclip.train.checkpoint: saved checkpoint")]) == 2
