@@ -278,11 +278,12 @@ def _run(
                 progress.log(record)
             window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
         if validator is not None and validator.due(step, config.steps):
+            started = time.perf_counter()
             results = validator.run(engine.module, state["image_size"], dtype, device)
             if log is not None:
                 log.log({"step": step, "val": results})
                 progress.validation(step, results)
-            window_start = time.perf_counter()  # the throughput of training steps only
+            window_start += time.perf_counter() - started  # samples/s counts training time only
 
         saved = step % config.checkpoint.every_steps == 0 or step == config.steps
         if saved:
