@@ -32,7 +32,7 @@ from PIL import Image
 from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
 
 from mmclip.export_onnx import OnnxEncoder
-from mmclip.retrieval import find_annotation_files, read_annotations
+from eval.retrieval import find_annotation_files, read_annotations
 from mmclip.search import load_model
 from mmclip.train.validation import positive_ranks, ranking_metrics
 

@@ -156,4 +156,4 @@ def test_on_a_terminal_a_bar_with_the_lines_printed_above_it(tmp_path):
     # (The terminal ends lines with \r\n.)
     visible = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in shown.split("\n")]
     assert [line.split(" | ")[0] for line in visible if line.startswith("step ")] == ["step 2/4", "step 4/4"]
-    assert len([line for line in visible if line.startswith("INFO mmclip.train.checkpoint: saved checkpoint")]) == 2
+    assert len([line for line in visible if line.startswith("INFO mmclip.train.run_checkpoint: saved checkpoint")]) == 2

@@ -91,7 +91,7 @@ class StreamDataset(IterableDataset):
             # augment=False: the eval transform (resize, center crop), as for held-out sets
             transform = ImageTransform(config.image_size, augment, config.max_image_pixels, config.reduced_decode)
         self.builder = BatchBuilder(
-            tokenizer, config.context(name), transform, stream.num_negatives, config.pixel_dtype, target_tokenizer
+            tokenizer, config.context(name), transform, stream.num_negatives, target_tokenizer
         )
         self.resume: dict[str, Any] = {"workers": [None] * self.num_workers, "next_worker": 0}
 

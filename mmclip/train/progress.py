@@ -20,7 +20,7 @@ from typing import Any
 
 
 def format_step(record: dict[str, Any], total: int, eta_s: float | None) -> str:
-    """The step line of a ``log.jsonl`` record (see :mod:`.trainer`)."""
+    """The step line of a ``log.jsonl`` record (see :mod:`.loop`)."""
     parts = [f"step {record['step']}/{total}", f"loss {record['loss']:.4f}"]
     streams = {key[5:]: value for key, value in record.items() if key.startswith("loss/") and key.count("/") == 1}
     if streams:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..data.config import DataConfig
 from ..data.loader import StreamDataset
 from .config import ValidationConfig
-from .grad_cache import embed_stream, to_device
+from .step import embed_stream, to_device
 
 
 def positive_ranks(scores: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ class Validator:
         self.data = DataConfig(
             streams=copy.deepcopy(config.sets), image_size=data.image_size, context_length=data.context_length,
             num_workers=0, interleave=1, shuffle_block=1, max_image_pixels=data.max_image_pixels,
-            reduced_decode=data.reduced_decode, pixel_dtype=data.pixel_dtype,
+            reduced_decode=data.reduced_decode,
         )
 
     def due(self, step: int, total: int) -> bool:
