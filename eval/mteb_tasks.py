@@ -1,9 +1,9 @@
 """MTEB 2.x: an encoder with real model metadata, local tasks in mteb's own task classes, ViDoRe.
 
 * :class:`MMCLIPEncoder`: ``mteb.models.AbsEncoder`` over an ``mmclip export`` directory (the dual
-  encoder: text and images, at the full width or a Matryoshka prefix; LUSIFER: text), with a
-  ``ModelMeta`` naming the model, its revision (a fingerprint of config + weights), parameters,
-  dims, languages and modalities.
+  encoder: text and images, at the full width or a Matryoshka prefix; LUSIFER: text), with the
+  export's own ``ModelMeta`` (:func:`load_model_meta`: name, revision = a fingerprint of config +
+  weights, parameters, dims, modalities), which also loads it: ``mteb.evaluate(load_model_meta(DIR), tasks)``.
 * :data:`LUSIFER_BENCHMARK`: the LUSIFER paper's evaluation tasks by mteb name, per language
   (:func:`lusifer_tasks`; they download from the hub).
 * :func:`local_sts`, :func:`local_text_retrieval`: ``AbsTaskSTS`` / ``AbsTaskRetrieval`` read from
@@ -142,28 +142,36 @@ def lusifer_tasks(languages: list[str] | None = None) -> list:
     return tasks
 
 
-def model_meta(model, model_dir: Path, truncate_dim: int | None):
+def load_model_meta(model_dir: str | Path, truncate_dim: int | None = None):
+    """mteb's ``ModelMeta`` of an export (its ``mteb_model_meta.json``, written by ``mmclip export``),
+    with a loader: ``mteb.evaluate(load_model_meta(DIR), tasks)`` loads :class:`MMCLIPEncoder` itself.
+    At a Matryoshka prefix the name gains ``-d{dim}``, so each width has its own result folder."""
     from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-    from mmclip.search.index import model_fingerprint
+    from mmclip.mteb_meta import MTEB_META_FILE
 
-    name = f"mmclip/{model_dir.name}" + (f"-d{truncate_dim}" if truncate_dim else "")
-    return ModelMeta.create_empty(
-        overwrites={
-            "name": name,
-            "revision": model_fingerprint(model_dir),
-            "languages": sorted(set(ISO.values())),
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-            "max_tokens": model.config.context_length,
-            "embed_dim": truncate_dim or model.embed_dim,
-            "open_weights": True,
-            "framework": ["PyTorch"],
-            "similarity_fn_name": ScoringFunction.COSINE,
-            "use_instructions": bool(model.config.task_instructions),
-            "modalities": list(model.modalities),
-            "public_training_code": "https://github.com/mmclip/mmclip",
-        }
-    )
+    model_dir = Path(model_dir)
+    path = model_dir / MTEB_META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_dir}: no {MTEB_META_FILE}; export the checkpoint again with mmclip export")
+    fields = json.loads(path.read_text())
+    fields["similarity_fn_name"] = ScoringFunction(fields["similarity_fn_name"])  # mteb compares the enum by identity
+    if truncate_dim is not None:
+        if truncate_dim not in fields["embed_dim"]:
+            raise ValueError(f"truncate_dim must be one of the Matryoshka dimensions {fields['embed_dim']}, got {truncate_dim}")
+        fields.update(name=f"{fields['name']}-d{truncate_dim}", embed_dim=truncate_dim)
+    loader_kwargs = {"model_dir": str(model_dir), "truncate_dim": truncate_dim}
+    return ModelMeta.create_empty(overwrites={**fields, "loader": _load_encoder, "loader_kwargs": loader_kwargs})
+
+
+def _load_encoder(name: str, revision: str | None = None, *, model_dir: str, truncate_dim: int | None = None,
+                  embed_dim: int | None = None, device: str | None = None, **kwargs):
+    """mteb's loader protocol (``ModelMeta.load_model``; ``embed_dim``: mteb's name for a Matryoshka
+    width); the export's directory comes from ``loader_kwargs``."""
+    encoder = MMCLIPEncoder(model_dir, truncate_dim or embed_dim)
+    if device is not None:
+        encoder.model.to(device)
+    return encoder
 
 
 class MMCLIPEncoder(AbsEncoder):
@@ -176,7 +184,7 @@ class MMCLIPEncoder(AbsEncoder):
         self.model = model if model is not None else load_model(self.model_dir)
         self.truncate_dim = truncate_dim
         self.model.check_truncate_dim(truncate_dim)
-        self.mteb_model_meta = model_meta(self.model, self.model_dir, truncate_dim)
+        self.mteb_model_meta = load_model_meta(self.model_dir, truncate_dim)
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
         from mteb.types import PromptType
@@ -353,6 +361,43 @@ def vidore_task(dataset_dir: str | Path, name: str = "SyntheticDocumentsViDoRe")
         }
     )
     return _bind(VidoreArxivQARetrieval, Path(dataset_dir), metadata)
+
+
+# Local tasks by name: the held-out set's folder under --data and how to build the task from it.
+LOCAL_TASKS = {
+    "SyntheticSTS": ("sts", lambda root, work: local_sts(root)),
+    "SyntheticTextRetrieval": ("text_retrieval", lambda root, work: local_text_retrieval(root)),
+    "SyntheticDocumentsViDoRe": ("documents", lambda root, work: vidore_task(write_vidore_dataset(root, work))),
+}
+
+
+def resolve_tasks(names: list[str], languages: list[str] | None, data: str | Path | None, work: Path) -> list:
+    """mteb tasks by name: the local ones (:data:`LOCAL_TASKS`) from ``data``, any other through
+    ``mteb.get_tasks`` (which downloads); ``languages`` (ISO 639-3, e.g. ``deu``) filters both."""
+    import mteb
+
+    local = [name for name in names if name in LOCAL_TASKS]
+    tasks = []
+    for name in local:
+        folder, build = LOCAL_TASKS[name]
+        if data is None or not (Path(data) / folder).is_dir():
+            raise FileNotFoundError(f"task {name} reads {folder}/ under --data; got {data}")
+        task = build(Path(data) / folder, work / "vidore_dataset")
+        tasks.append(task.filter_languages(languages) if languages else task)
+    others = [name for name in names if name not in LOCAL_TASKS]
+    if others:
+        tasks += mteb.get_tasks(tasks=others, languages=languages)
+    return tasks
+
+
+def run_mteb(model_dir: str | Path, tasks: list, output: str | Path, truncate_dim: int | None = None):
+    """``mteb.evaluate`` on the export's own ModelMeta with mteb's result cache in ``output``: mteb's
+    result files, ``output/results/<model>/<revision>/<task>.json`` and ``model_meta.json``."""
+    import mteb
+    from mteb.cache import ResultCache
+
+    meta = load_model_meta(model_dir, truncate_dim)
+    return mteb.evaluate(meta, tasks, cache=ResultCache(output), show_progress_bar=False)
 
 
 def run_tasks(encoder: MMCLIPEncoder, tasks: list) -> dict[str, dict[str, float]]:

@@ -45,8 +45,9 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def _exported(model: Path, output: Path) -> Path:
-    """An mmclip checkpoint exported under ``output`` (the harnesses use the exported interface only)."""
+def exported(model: Path, output: Path) -> Path:
+    """``model`` if it is an export, else its export into ``output/model`` (made once): the harnesses
+    use the exported interface only."""
     from mmclip import checkpoint
 
     if checkpoint.is_checkpoint(model):
@@ -93,7 +94,7 @@ def evaluate_model(model: str | Path, eval_dir: str | Path, output: str | Path, 
 
     eval_dir, output = Path(eval_dir), Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    model_dir = _exported(Path(model), output)
+    model_dir = exported(Path(model), output)
     hf_model = load_model(model_dir)
     dims = list(dims or hf_model.matryoshka_dims)
     for dim in dims:
@@ -250,12 +251,39 @@ def compare(a: dict, b: dict, output: str | Path, names: tuple[str, str] = ("A",
     return text
 
 
+@contextlib.contextmanager
+def progress_bars(enabled: bool):
+    """The progress bars of datasets (``Map:``, ``Generating test split``, ...), transformers
+    (``Loading weights``) and the Hub on or off for the block; mteb's and clip_benchmark's own
+    are off by argument. Each library's previous setting is restored after."""
+    import datasets
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as transformers_logging
+
+    switches = [  # (was on, turn on, turn off)
+        (not datasets.are_progress_bars_disabled(), datasets.enable_progress_bars, datasets.disable_progress_bars),
+        (transformers_logging.is_progress_bar_enabled(), transformers_logging.enable_progress_bar,
+         transformers_logging.disable_progress_bar),
+        (not hub.are_progress_bars_disabled(), hub.enable_progress_bars, hub.disable_progress_bars),
+    ]
+    for _, turn_on, turn_off in switches:
+        (turn_on if enabled else turn_off)()
+    try:
+        yield
+    finally:
+        for was_on, turn_on, turn_off in switches:
+            (turn_on if was_on else turn_off)()
+
+
 def run_evaluation(
-    model: str | Path, eval_dir: str | Path, output: str | Path, *, compare_with: str | Path | None = None, dims=None
+    model: str | Path, eval_dir: str | Path, output: str | Path, *, compare_with: str | Path | None = None, dims=None,
+    verbose: bool = False,
 ) -> dict:
     """The demo's closing step: evaluate ``model``; with ``compare_with`` (the ``results.json`` of an
-    earlier evaluation, e.g. stage 2's) also write ``comparison.md`` / ``.png`` against it."""
-    results = evaluate_model(model, eval_dir, output, dims)
+    earlier evaluation, e.g. stage 2's) also write ``comparison.md`` / ``.png`` against it.
+    Third-party progress bars only with ``verbose``."""
+    with progress_bars(verbose):
+        results = evaluate_model(model, eval_dir, output, dims)
     if compare_with is not None:
         compare(json.loads(Path(compare_with).read_text()), results, output)
     return results

@@ -79,7 +79,7 @@ def _export(args: argparse.Namespace) -> None:
 
     path = export(
         args.checkpoint, args.output, dtype=args.dtype, config=args.config, tokenizer=args.tokenizer,
-        context_length=args.context_length, overrides=args.set,
+        context_length=args.context_length, overrides=args.set, onnx=args.onnx, onnx_int8=args.onnx_int8,
     )
     print(f"exported {args.checkpoint} -> {path} ({args.dtype}); load with "
           f"AutoModel.from_pretrained({str(path)!r}, trust_remote_code=True)")
@@ -94,6 +94,8 @@ def add_export_parser(commands) -> None:
     export.add_argument("--tokenizer", help="tokenizer directory (default: the one the model config names, or the source dir)")
     export.add_argument("--context-length", type=int, help="encode_text's max tokens (default 512)")
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model config key")
+    export.add_argument("--onnx", action="store_true", help="also onnx/vision.onnx and onnx/text.onnx (fp32, dynamic batch/sequence)")
+    export.add_argument("--onnx-int8", action="store_true", help="also their int8 dynamic quantization (implies --onnx)")
     export.set_defaults(run=_export)
 
 
@@ -108,8 +110,31 @@ def _eval_report(args: argparse.Namespace) -> int:
 
     from eval.report import run_evaluation
 
-    run_evaluation(args.model, args.data, args.output, compare_with=args.compare, dims=args.dims)
+    run_evaluation(args.model, args.data, args.output, compare_with=args.compare, dims=args.dims, verbose=args.verbose)
     print(f"report: {Path(args.output) / 'report.md'}")
+    return 0
+
+
+def _eval_mteb(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.mteb_tasks import resolve_tasks, run_mteb
+    from eval.report import exported, progress_bars
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model_dir = exported(Path(args.model), output)
+    try:
+        tasks = resolve_tasks(args.tasks, args.languages, args.data, output)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise ConfigError(str(error).strip("'\"")) from None
+    with progress_bars(args.verbose):
+        results = run_mteb(model_dir, tasks, output, args.dim)
+    for task_result in results.task_results:
+        for split, entries in task_result.scores.items():
+            for entry in entries:
+                print(f"{task_result.task_name} {split} {entry['hf_subset']}: {entry['main_score']:.4f}")
+    print(f"mteb results: {output / 'results'}")
     return 0
 
 
@@ -139,7 +164,20 @@ def add_eval_parser(commands) -> None:
     report.add_argument("--data", required=True, help="held-out sets: clip_benchmark/, sts/, text_retrieval/, documents/")
     report.add_argument("--output", required=True, help="report directory")
     report.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all the model's)")
+    report.add_argument("--verbose", action="store_true", help="show the progress bars of datasets, transformers, the Hub")
     report.set_defaults(run=_eval_report)
+
+    mteb = harnesses.add_parser("mteb", help="mteb's own runner on an export or a checkpoint; mteb's result files")
+    mteb.add_argument("model", help="an mmclip export directory or a training checkpoint (exported into OUTPUT/model)")
+    mteb.add_argument("--tasks", nargs="+", required=True,
+                      help="mteb task names (downloaded), or the local SyntheticSTS, SyntheticTextRetrieval, "
+                      "SyntheticDocumentsViDoRe (read from --data)")
+    mteb.add_argument("--languages", nargs="+", help="ISO 639-3 codes, e.g. deu hin (default: every language of each task)")
+    mteb.add_argument("--data", help="held-out sets for the local tasks: sts/, text_retrieval/, documents/")
+    mteb.add_argument("--dim", type=int, help="a Matryoshka dimension (default: the full width)")
+    mteb.add_argument("--output", required=True, help="mteb's result cache: OUTPUT/results/<model>/<revision>/")
+    mteb.add_argument("--verbose", action="store_true", help="show the progress bars of datasets, transformers, the Hub")
+    mteb.set_defaults(run=_eval_mteb)
 
     compare = harnesses.add_parser("compare", help="two evaluations side by side (markdown table and bar chart)")
     compare.add_argument("a", help="results.json of the first model (e.g. stage 2)")
@@ -211,10 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_on_cpu() -> None:
+    """Without CUDA, DeepSpeed warns that it falls back to the CPU and torch that no CUDA runtime is
+    found: nothing the user running on CPU does not know. DeepSpeed logs an explicit choice at INFO,
+    below its WARNING level; torch's warning comes from its C++-extension module."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # logs each CPU variant it fails to load
     logging.getLogger("mteb").setLevel(logging.WARNING)  # logs every corpus chunk; we print the scores
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # logs building its font cache
+    _quiet_on_cpu()
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0

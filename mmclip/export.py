@@ -15,6 +15,8 @@ The output loads offline with ``AutoModel.from_pretrained(DIR, trust_remote_code
     preprocessor_config.json, processor_config.json the eval transform and the processor
     modules.json, sentence_bert_config.json, config_sentence_transformers.json, 1_Normalize/
                                     sentence-transformers: text and images, then Normalize
+    mteb_model_meta.json            mteb's ModelMeta fields (mmclip/mteb_meta.py)
+    onnx/vision.onnx, onnx/text.onnx with --onnx: the towers for onnxruntime (mmclip/export_onnx.py)
 
 A LUSIFER checkpoint (``family: lusifer`` in its ``model.yaml``) becomes ``config.json`` with
 ``LusiferHFConfig`` / ``LusiferHFModel`` (``encode_text``), ``model.safetensors`` under ``lusifer.``
@@ -41,6 +43,7 @@ from .models import MMCLIP
 from .models.configuration_lusifer import LusiferHFConfig
 from .models.configuration_mmclip import MMCLIPHFConfig
 from .models.processing_mmclip import MMCLIPImageProcessor, MMCLIPProcessor
+from .mteb_meta import write_mteb_meta
 
 logger = logging.getLogger(__name__)
 
@@ -122,24 +125,34 @@ def export(
     tokenizer: str | Path | None = None,
     context_length: int | None = None,
     overrides=(),
+    onnx: bool = False,
+    onnx_int8: bool = False,
 ) -> Path:
     """Write the Hugging Face directory of ``source`` to ``output`` (see the module docstring);
-    a LUSIFER training checkpoint gets :func:`write_lusifer`'s layout."""
+    a LUSIFER training checkpoint gets :func:`write_lusifer`'s layout. ``onnx``: also the towers'
+    ONNX graphs (:mod:`.export_onnx`), ``onnx_int8`` their int8 copies."""
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ConfigError(f"{output}: exists and is not empty; export writes a new directory")
     lusifer = checkpoint.is_checkpoint(source) and checkpoint.read_family(source) == "lusifer"
+    if (onnx or onnx_int8) and lusifer:
+        raise ConfigError("--onnx: the dual encoder's towers only; a LUSIFER checkpoint has none")
     write = write_lusifer if lusifer else write_clip
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        write(Path(source), tmp, dtype, config, tokenizer, context_length, overrides)
+        model = write(Path(source), tmp, dtype, config, tokenizer, context_length, overrides)
+        if onnx or onnx_int8:
+            from .export_onnx import export_onnx
+
+            export_onnx(model, tmp, int8=onnx_int8)
         for module in sorted(MODELS_DIR.glob("*.py")):
             if module.name != "__init__.py":  # the package's re-exports; remote code imports modules directly
                 shutil.copy2(module, tmp / module.name)
+        write_mteb_meta(tmp, output.name)
         integrity.write_directory_manifest(tmp)  # last: loaders verify the directory against it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,7 +162,8 @@ def export(
     return output
 
 
-def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_length: int | None, overrides) -> None:
+def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_length: int | None, overrides) -> MMCLIP:
+    """The dual encoder's files; the fp32 model they hold."""
     from transformers import AutoTokenizer
 
     loaded = load_source(source, config, overrides)
@@ -187,6 +201,7 @@ def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_l
         _add_auto_map(tmp / name, PROCESSOR_AUTO_MAP)
     _write_sentence_transformers_files(tmp, loaded.task_instructions)
     (tmp / "README.md").write_text(_model_card(loaded.model, dtype, context_length))
+    return loaded.model
 
 
 # --- LUSIFER -------------------------------------------------------------------------------------

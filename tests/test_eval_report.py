@@ -18,15 +18,20 @@ LANGUAGES = ("de", "hi")
 SIZES = {"images": 10, "documents": 3, "sts": 12, "text_retrieval": 6}
 
 
+def checkpoint_and_eval_sets(root):
+    """A training checkpoint and the held-out sets in ``root/eval`` (two languages, a few items each)."""
+    checkpoint, _ = make_checkpoint(root)
+    write_eval_sets(root / "eval", Context(3, LANGUAGES), SIZES, lambda build, count: map(build, range(count)))
+    return checkpoint
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    checkpoint, _ = make_checkpoint(root)
-    write_eval_sets(root / "eval", Context(3, LANGUAGES), SIZES, lambda build, count: map(build, range(count)))
-    return root, checkpoint
+    return root, checkpoint_and_eval_sets(root)
 
 
-def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp_path, monkeypatch):
+def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     root, checkpoint = setup
@@ -43,6 +48,10 @@ def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp
         "64",
     ]
     assert main(argv) == 0
+    # Quiet without --verbose: none of the datasets / transformers progress bars around the scores.
+    shown = capfd.readouterr()
+    for bar in ("Standardizing text corpus format", "Generating test split", "Map:", "Loading weights"):
+        assert bar not in shown.err + shown.out, bar
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["dims"] == [16, 64]

@@ -68,6 +68,7 @@ class StreamDataset(IterableDataset):
         world_size: int = 1,
         epochs: int | None = None,
         target_tokenizer: PreTrainedTokenizerBase | None = None,
+        augment: bool = True,
     ):
         stream = config.streams[name]
         self.name, self.kind, self.batch_size, self.epochs = name, stream.kind, stream.batch_size, epochs
@@ -86,7 +87,8 @@ class StreamDataset(IterableDataset):
         )
         transform = None
         if stream.kind == "image_text":
-            transform = ImageTransform(config.image_size, True, config.max_image_pixels, config.reduced_decode)
+            # augment=False: the eval transform (resize, center crop), as for held-out sets
+            transform = ImageTransform(config.image_size, augment, config.max_image_pixels, config.reduced_decode)
         self.builder = BatchBuilder(
             tokenizer, config.context(name), transform, stream.num_negatives, target_tokenizer
         )

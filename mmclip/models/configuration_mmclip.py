@@ -22,5 +22,10 @@ class MMCLIPHFConfig(EmbeddingHFConfig):
         self.clip = dataclasses.asdict(CLIPConfig(**(clip or {})))  # validated, with every default filled in
         super().__init__(**kwargs)
 
+    @property
+    def projection_dim(self) -> int:
+        """The embedding width, where sentence-transformers' ``get_sentence_embedding_dimension`` looks."""
+        return self.clip["embed_dim"]
+
     def clip_config(self) -> CLIPConfig:
         return CLIPConfig(**self.clip)

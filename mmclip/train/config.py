@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import require
-from ..data.config import DataConfig
+from ..data.config import DataConfig, StreamConfig
 from .families import FAMILIES
 
 PRECISIONS = ("bf16", "fp32")
@@ -153,9 +153,31 @@ class LoggingConfig:
     every_steps: int = 10
     tensorboard: bool = True
     sample_keys: bool = False  # OUTPUT/keys/rank_*.jsonl: every step's sample keys (checks data order)
+    # Weights & Biases next to TensorBoard: the same records, files in OUTPUT/wandb (WANDB_MODE=offline
+    # keeps them local; `wandb sync` uploads them later).
+    wandb: bool = False
+    wandb_project: str = "mmclip"
 
     def __post_init__(self) -> None:
         require(self.every_steps > 0, "every_steps", "must be positive")
+
+
+@dataclass
+class ValidationConfig:
+    """Retrieval on held-out shard sets every ``every_steps`` (and at the last step), logged as
+    ``val/<set>/<metric>``: image_text sets recall@k both ways, text sets recall@k and nDCG@k of
+    query -> positive. A set's ``batch_size`` is its embedding batch; each set is read once, whole."""
+
+    sets: dict[str, StreamConfig] = field(default_factory=dict)
+    every_steps: int = 1000
+    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+    ndcg_k: int = 10
+
+    def __post_init__(self) -> None:
+        require(len(self.sets) > 0, "sets", "needs at least one held-out shard set")
+        require(self.every_steps > 0, "every_steps", "must be positive")
+        require(len(self.recall_k) > 0 and all(k > 0 for k in self.recall_k), "recall_k", "must be positive")
+        require(self.ndcg_k > 0, "ndcg_k", "must be positive")
 
 
 @dataclass
@@ -205,6 +227,7 @@ class TrainConfig:
     # Each family's own block, named after it, allowed only with it (clip's defaults when absent).
     clip: CLIPTrainConfig | None = None
     lusifer: LusiferTrainConfig | None = None  # required with family lusifer
+    validation: ValidationConfig | None = None  # held-out retrieval during training (CLIP family)
 
     REMOVED_KEYS = {
         "resolution_schedule": "moved to clip.resolution_schedule (the CLIP family's block)",
@@ -218,6 +241,7 @@ class TrainConfig:
         require(self.clip is None or self.family == "clip", "clip", "is the CLIP family's block, only allowed with it")
         require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
                 "is required with family lusifer and only allowed with it")
+        require(self.validation is None or self.family == "clip", "validation", "is for the CLIP family only")
         require(self.steps > 0, "steps", "must be positive")
         require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
         require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -61,11 +62,14 @@ def init_distributed(env: DistEnv) -> torch.device:
     use_environment_cache()  # before DeepSpeed compiles its CPU op
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    # On CPU DeepSpeed prints on stdout that it built its shared-memory op, at every start.
+    quiet = contextlib.redirect_stdout(io.StringIO()) if device.type == "cpu" else contextlib.nullcontext()
+    with quiet:
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     return device
 
 
-@contextmanager
+@contextlib.contextmanager
 def distributed_session(env: DistEnv) -> Iterator[torch.device]:
     """:func:`init_distributed` for the block, then the launcher variables set for it are restored.
 

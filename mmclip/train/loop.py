@@ -16,7 +16,6 @@ import gc
 import hashlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 
 from ..config import ConfigError, load_config
 from ..data import MultiStreamLoader
+from ..tokenizer import load_tokenizer
 from . import run_checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, distributed_session, world_info
@@ -36,7 +36,10 @@ from .families.base import ModelFamily
 from .metrics import MetricsLog, peak_flops, truncate_jsonl
 from .optim import lr_per_tower
 from .preflight import check_inputs
+from .plots import write_plots
 from .preemption import Preempted, StopRequest, watch_signals
+from .progress import Progress
+from .validation import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +138,19 @@ def _run(
         torch.manual_seed(config.seed + env.rank)  # per-rank dropout / patch-dropout draws
     if keys_path is not None:
         keys_path.parent.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(output, config.logging.tensorboard, state["step"] if resume_path else None) if env.is_main else None
+    log = progress = None
+    if env.is_main:
+        wandb_project = config.logging.wandb_project if config.logging.wandb else None
+        log = MetricsLog(output, config.logging.tensorboard, state["step"] if resume_path else None,
+                         wandb_project, dataclasses.asdict(config))
+        progress = Progress(config.steps, state["step"])
+    validator = None
+    if config.validation is not None:
+        text = engine.module.config.text
+        validator = Validator(config.validation, config.data, load_tokenizer(text.tokenizer, text))
 
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
     peak = peak_flops(device)
-    progress = None
-    if env.is_main and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        progress = tqdm(total=config.steps, initial=state["step"], dynamic_ncols=True)
 
     def save() -> None:
         state["config_hash"] = config_hash
@@ -193,8 +200,7 @@ def _run(
             with keys_path.open("a") as f:
                 f.write(json.dumps({"step": step, **{name: b["keys"] for name, b in batches.items()}}) + "\n")
         if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{total.item():.4f}")
+            progress.step()
 
         if step % config.logging.every_steps == 0 or step == config.steps:
             scalars = {"loss": total.item()}
@@ -204,7 +210,7 @@ def _run(
             skipped = _summed_over_ranks(loader.skipped)
             elapsed = time.perf_counter() - window_start
             if log is not None:
-                log.log({
+                record = {
                     "step": step,
                     **scalars,
                     **family.scalars(engine.module, state["phase"]),
@@ -213,8 +219,17 @@ def _run(
                     "samples_per_s": window_samples / elapsed,  # per rank
                     "mfu": window_flops / elapsed / peak if peak and window_flops is not None else None,
                     "skipped": skipped,
-                })
+                }
+                log.log(record)
+                progress.log(record)
             window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
+        if validator is not None and validator.due(step, config.steps):
+            started = time.perf_counter()
+            results = validator.run(engine.module, state["phase"], dtype, device)  # CLIP: the phase is the image size
+            if log is not None:
+                log.log({"step": step, "val": results})
+                progress.validation(step, results)
+            window_start += time.perf_counter() - started  # samples/s counts training time only
 
         saved = step % config.checkpoint.every_steps == 0 or step == config.steps
         if saved:
@@ -224,10 +239,10 @@ def _run(
                 save()
             break
 
-    if progress is not None:
-        progress.close()
     if log is not None:
+        progress.close()
         log.close()
+        write_plots(output)
     if stopped_by is not None:
         raise Preempted(state["step"], ckpt.checkpoint_dir(output, state["step"]), stopped_by)
     return ckpt.checkpoint_dir(output, state["step"])

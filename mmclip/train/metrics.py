@@ -1,4 +1,5 @@
-"""Rank 0's training log: ``log.jsonl`` (one JSON object per logged step) and TensorBoard scalars."""
+"""Rank 0's training log: ``log.jsonl`` (one JSON object per logged step), TensorBoard scalars and,
+with ``logging.wandb``, the same scalars in a Weights & Biases run (files under ``OUTPUT/wandb``)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def step_flops(model_config: CLIPConfig, data: DataConfig, batches: dict[str, di
 class MetricsLog:
     """Appends one record per logged step; a resumed run first drops the records past its checkpoint."""
 
-    def __init__(self, output: Path, tensorboard: bool, resume_step: int | None = None):
+    def __init__(self, output: Path, tensorboard: bool, resume_step: int | None = None,
+                 wandb_project: str | None = None, config: dict[str, Any] | None = None):
         self.path = output / "log.jsonl"
         if resume_step is not None:
             truncate_jsonl(self.path, resume_step)
@@ -57,19 +59,37 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(output / "tensorboard"), purge_step=resume_step)
+        self.wandb = None
+        if wandb_project is not None:
+            import wandb
+
+            # One W&B run per run directory; a resumed run continues it (steps past the checkpoint
+            # are logged again, as in log.jsonl).
+            self.wandb = wandb.init(project=wandb_project, name=output.name, dir=str(output), config=config,
+                                    id=_wandb_id(output), resume="allow")
 
     def log(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        scalars = {k: v for k, v in _flatten(record).items() if k != "step" and isinstance(v, (int, float))}
         if self.writer is not None:
-            for key, value in _flatten(record).items():
-                if key != "step" and isinstance(value, (int, float)) and value is not None:
-                    self.writer.add_scalar(key, value, record["step"])
+            for key, value in scalars.items():
+                self.writer.add_scalar(key, value, record["step"])
             self.writer.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=record["step"])
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _wandb_id(output: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:16]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,122 @@
+"""sentence-transformers and mteb as their users call them, offline on local tasks: the export's ST
+load answers its dimension and truncates, ``mteb.evaluate`` runs on it, the export's own ModelMeta
+loads the model for mteb, and ``mmclip eval mteb`` writes mteb's result files for an export and a checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mmclip.cli import main
+from mmclip.export import export
+from mmclip.search import load_model
+
+from .test_eval_report import LANGUAGES, checkpoint_and_eval_sets
+from .test_export import cosines
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mteb")
+    checkpoint = checkpoint_and_eval_sets(root)
+    export(checkpoint, root / "export")
+    return root, checkpoint, load_model(root / "export")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def scores(results) -> dict[str, dict[str, float]]:
+    return {
+        r.task_name: {entry["hf_subset"]: entry["main_score"] for entry in r.scores["test"]}
+        for r in results.task_results
+    }
+
+
+def test_sentence_transformers_load_answers_its_dimension_and_truncates(setup):
+    from sentence_transformers import SentenceTransformer
+
+    root, _, _ = setup
+    texts = ["ein Hund im Schnee", "a dog in the snow", "दो नीली गेंदें"]
+    full = SentenceTransformer(str(root / "export"), trust_remote_code=True, device="cpu")
+    assert full.get_embedding_dimension() == 64
+    short = SentenceTransformer(str(root / "export"), trust_remote_code=True, device="cpu", truncate_dim=16)
+    assert short.get_embedding_dimension() == 16
+    embeddings = short.encode(texts)
+    assert embeddings.shape == (3, 16)
+    # The Matryoshka prefix of the same model: the direction encode_text(truncate_dim=16) gives.
+    expected = load_model(root / "export").encode_text(texts, truncate_dim=16)
+    assert cosines(embeddings, expected).min() >= 0.9999
+
+
+def test_mteb_evaluate_on_the_sentence_transformers_load(setup):
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from eval.mteb_tasks import MMCLIPEncoder, local_sts, local_text_retrieval, run_tasks
+
+    root, _, _ = setup
+    tasks = [local_sts(root / "eval" / "sts"), local_text_retrieval(root / "eval" / "text_retrieval")]
+    st = SentenceTransformer(str(root / "export"), trust_remote_code=True, device="cpu")
+    results = scores(mteb.evaluate(st, tasks, cache=None, show_progress_bar=False))
+    assert sorted(results) == ["SyntheticSTS", "SyntheticTextRetrieval"]
+    # The same embeddings as mmclip's own encoder (no task instructions in this model): the same scores.
+    ours = run_tasks(MMCLIPEncoder(root / "export"), tasks)
+    for task, subsets in ours.items():
+        assert sorted(results[task]) == sorted(LANGUAGES)
+        for subset, value in subsets.items():
+            assert results[task][subset] == pytest.approx(value, abs=1e-4)
+
+
+def test_the_exports_model_meta_loads_the_model_for_mteb(setup):
+    import mteb
+
+    from eval.mteb_tasks import MMCLIPEncoder, load_model_meta, local_sts
+
+    root, _, model = setup
+    meta = load_model_meta(root / "export")
+    assert meta.name == "mmclip/export" and meta.embed_dim == [64, 32, 16]
+    assert meta.n_parameters == sum(p.numel() for p in model.clip.parameters()) and meta.modalities == ["image", "text"]
+    assert isinstance(meta.load_model(embed_dim=32), MMCLIPEncoder)
+    task = local_sts(root / "eval" / "sts")
+    by_meta = scores(mteb.evaluate(load_model_meta(root / "export", 16), [task], cache=None, show_progress_bar=False))
+    direct = scores(mteb.evaluate(MMCLIPEncoder(root / "export", 16), [task], cache=None, show_progress_bar=False))
+    assert by_meta == direct
+    with pytest.raises(ValueError, match=r"one of the Matryoshka dimensions \[64, 32, 16\], got 48"):
+        load_model_meta(root / "export", 48)
+
+
+def result_files(output):
+    """``{task: json}`` of mteb's result folder (one model, one revision) and its model_meta.json."""
+    (model_folder,) = (output / "results").iterdir()
+    (revision,) = model_folder.iterdir()
+    files = {path.stem: json.loads(path.read_text()) for path in revision.glob("*.json")}
+    return model_folder.name, revision.name, files
+
+
+def test_mmclip_eval_mteb_on_an_export_and_on_a_checkpoint(setup, tmp_path, capsys):
+    root, checkpoint, _ = setup
+    tasks = ["--tasks", "SyntheticSTS", "SyntheticTextRetrieval", "--data", str(root / "eval"), "--languages", "deu"]
+    assert main(["eval", "mteb", str(root / "export"), *tasks, "--output", str(tmp_path / "export")]) == 0
+    assert "SyntheticSTS test de:" in capsys.readouterr().out
+    name, revision, files = result_files(tmp_path / "export")
+    assert name == "mmclip__export" and sorted(files) == ["SyntheticSTS", "SyntheticTextRetrieval", "model_meta"]
+    assert files["model_meta"]["revision"] == revision
+    for task in ("SyntheticSTS", "SyntheticTextRetrieval"):
+        assert [entry["hf_subset"] for entry in files[task]["scores"]["test"]] == ["de"]  # --languages deu
+
+    # A checkpoint is exported first (into OUTPUT/model): the same weights, the same scores.
+    argv = ["eval", "mteb", str(checkpoint), *tasks, "--dim", "16", "--output", str(tmp_path / "checkpoint")]
+    assert main(argv) == 0
+    assert (tmp_path / "checkpoint" / "model" / "mteb_model_meta.json").is_file()
+    name16, revision16, files16 = result_files(tmp_path / "checkpoint")
+    assert name16 == "mmclip__model-d16" and revision16 == revision
+    assert files16["model_meta"]["embed_dim"] == 16
+    for task in ("SyntheticSTS", "SyntheticTextRetrieval"):
+        assert np.isfinite(files16[task]["scores"]["test"][0]["main_score"])
+
+    assert main(["eval", "mteb", str(root / "export"), "--tasks", "SyntheticSTS", "--output", str(tmp_path / "x")]) == 2
+    assert "task SyntheticSTS reads sts/ under --data" in capsys.readouterr().err
