@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from mmclip import ConfigError
+from mmclip.data.shards import ShardSourceError
 from mmclip.data import MultiStreamLoader, StreamDataset
 from mmclip.data.sources import SourceError, resolve
 
@@ -113,7 +113,7 @@ def test_counts_come_from_sizes_json_stats_or_a_cached_counting_pass(corpus, tmp
     assert resolve(str(corpus / "plain"), cache).counts == (PER_TAR,) * 5
 
 
-def test_missing_sources_are_one_line_config_errors(corpus, tmp_path):
+def test_missing_sources_are_one_line_data_errors(corpus, tmp_path):
     for spec, message in [
         (str(tmp_path / "nothing"), "no such file or directory"),
         (str(tmp_path), "no tar files there"),
@@ -122,7 +122,7 @@ def test_missing_sources_are_one_line_config_errors(corpus, tmp_path):
     ]:
         with pytest.raises(SourceError, match=message) as error:
             resolve(spec, tmp_path)
-        assert isinstance(error.value, ConfigError) and "\n" not in str(error.value)
+        assert isinstance(error.value, ShardSourceError) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("kind", ["pattern", "http pattern", "pipe:curl"])
