@@ -92,11 +92,11 @@ def test_text_rope_scores_depend_only_on_relative_position():
 def test_vision_rope_is_the_interleaved_2d_grid():
     grid, head_dim, reference = 6, 16, 16
     cis = vision_rotary(grid, head_dim, reference)
-    assert cis.shape == (grid * grid, head_dim // 2) and cis.dtype == torch.complex64
+    assert cis.shape == (grid * grid, head_dim // 2, 2) and cis.dtype == torch.float32
     x = torch.randn(grid * grid, head_dim, dtype=torch.float64)
     rotated = apply_rotary(x.float(), cis, interleaved=True).double()
     with_cls = vision_rotary(grid, head_dim, reference, prefix_tokens=1)
-    assert torch.equal(with_cls[0], torch.ones(head_dim // 2, dtype=torch.complex64)) and torch.equal(with_cls[1:], cis)
+    assert torch.equal(with_cls[0], torch.tensor([1.0, 0.0]).expand(head_dim // 2, 2)) and torch.equal(with_cls[1:], cis)
     axis = head_dim // 2
     freqs = [1.0 / 10000 ** (2 * i / axis) for i in range(axis // 2)]
     for index in (0, 7, grid * grid - 1):

@@ -64,7 +64,7 @@ class EvaAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).unflatten(-1, (3, self.num_heads, -1))
-        # q and k rotate together in one op; ``rope`` [B or 1, N, D/2] has a no-op row for the CLS token.
+        # q and k rotate together in one op; ``rope`` [B or 1, N, D/2, 2] has a no-op row for the CLS token.
         q, k = apply_rotary(qkv[:, :, :2], rope[:, :, None, None], interleaved=True).unbind(2)
         x = attention(q, k, qkv[:, :, 2], backend=self.backend).flatten(-2)
         return self.proj(self.inner_attn_ln(x))

@@ -179,7 +179,7 @@ class XLMRobertaTextTower(nn.Module):
         if self.config.position_embedding == "rotary":
             table = text_rotary_table(self.config.max_position_embeddings, self.config.head_dim,
                                       self.config.rotary_base, x.device)
-            rope = table[position_ids][..., None, None, :]  # broadcast over q/k and heads
+            rope = table[position_ids][..., None, None, :, :]  # broadcast over q/k and heads
         for layer in self.layers:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(layer, x, rope, mask, packing, use_reentrant=False)

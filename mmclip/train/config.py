@@ -138,6 +138,7 @@ class TrainConfig:
     grad_cache_chunk: dict[str, int] = field(default_factory=dict)
     patch_dropout: float | None = None  # None: the model config's
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile of both towers (mmclip.train.compile); frames that fail run eagerly
     precision: str = "bf16"  # fp32 on CPU
     zero_stage: int = 1
     deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed config keys, merged last
@@ -159,6 +160,7 @@ class TrainConfig:
                          f"a LUSIFER {self.lusifer.stage} stage reads {kinds}, got {stream.kind!r}")
             _require(self.lusifer.stage == "finetune" or not self.grad_cache_chunk, "grad_cache_chunk",
                      "is for the contrastive (finetune) stage; alignment losses are per sample")
+        _require(not self.compile or self.family == "clip", "compile", "compiles the CLIP family's towers only")
         _require(self.steps > 0, "steps", "must be positive")
         _require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
         _require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")

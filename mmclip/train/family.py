@@ -23,6 +23,7 @@ from ..losses import InfoNCELoss
 from ..models import MMCLIP, CLIPConfig
 from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
+from .compile import compile_towers
 from .config import TrainConfig
 from .grad_cache import Backward, ContrastiveStep, StepLosses
 from .metrics import step_flops
@@ -109,6 +110,8 @@ class CLIPFamily(ModelFamily):
         if config.patch_dropout is not None:
             model.vision.config.patch_dropout = config.patch_dropout
         model.set_grad_checkpointing(config.gradient_checkpointing)
+        if config.compile:
+            compile_towers(model)
         # DeepSpeed's parameter broadcast views every tensor as bytes, which fails on 0-d ones (as
         # FSDP2 does in open_clip): train the temperatures as [1]; checkpoints export them 0-d again.
         for name in ckpt.LOGIT_SCALES:
