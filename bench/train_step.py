@@ -104,6 +104,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
     parser.add_argument("--no-checkpointing", action="store_true", help="activation checkpointing off on both sides")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also count one step's aten ops (robust where wall time is contended)")
     parser.add_argument("--size", choices=tuple(SIZES), default="full", help="towers on both sides (default full)")
     parser.add_argument("--tiny", action="store_true", help="the same as --size tiny")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
@@ -213,6 +215,19 @@ def open_clip_step(model, batch, device, dtype, compiled: bool):
     return step
 
 
+def count_ops(step) -> dict[str, int]:
+    """aten ops of one step under torch.profiler: all, matmuls, and elementwise/copy traffic ops."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        step()
+    counts = {e.key: e.count for e in profile.key_averages() if e.key.startswith("aten::")}
+    groups = {"matmul": ("mm", "addmm", "bmm"), "elementwise": ("mul", "add", "neg", "sub", "div"),
+              "copy": ("copy_", "cat", "stack", "clone", "contiguous")}
+    out = {"aten_ops": sum(counts.values())}
+    for name, ops in groups.items():
+        out[f"{name}_ops"] = sum(counts.get(f"aten::{op}", 0) for op in ops)
+    return out
+
+
 def time_steps(step, args, device) -> tuple[float, float | None]:
     """Seconds per step (median of ``--steps``) and peak memory in GB (CUDA)."""
     for _ in range(args.warmup):
@@ -246,7 +261,8 @@ def main() -> None:
         config = mmclip_config(args, "sdpa", extra["patch_dropout"])  # both sides' FLOPs: the same towers
         batch = make_batch(args, image_size, config.text.vocab_size, device, impl)
         real_tokens = batch["attention_mask"].sum(dim=1).tolist()
-        seconds, memory = time_steps(make_step(model, batch, device, dtype, extra["compile"]), args, device)
+        step = make_step(model, batch, device, dtype, extra["compile"])
+        seconds, memory = time_steps(step, args, device)
         flops = TRAIN_FLOPS_PER_FORWARD * (
             args.batch * vision_forward_flops(config.vision, image_size, extra["patch_dropout"])
             + sum(text_forward_flops(config.text, n) for n in real_tokens))
@@ -254,6 +270,8 @@ def main() -> None:
                "text_batch_shape": list(batch["input_ids"].shape), "step_s": seconds,
                "samples_per_s": args.batch / seconds, "tflops": flops / seconds / 1e12,
                "mfu": flops / seconds / peak_device if peak_device else None, "peak_memory_gb": memory}
+        if args.profile:
+            row.update(count_ops(step))
         print(f"{row}", file=sys.stderr)
         rows.append(row)
         del model, batch
