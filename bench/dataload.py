@@ -9,8 +9,7 @@ training crop at ``size`` and the tokenized captions, with the same worker count
   the caption tokenized per sample (padded to the context length, as open_clip) -> ``batched``;
 * ours: :class:`mmclip.data.MultiStreamLoader` with one image-text stream (reduced-scale JPEG
   decode, torch's uint8 antialiased bicubic on the crop, batch tokenization) and ``uint8`` pixels,
-  normalised on the device in training; and again with ``pixel_dtype: float32``, normalised in
-  the workers: the baseline's output.
+  which training normalises on the device (``mmclip.train.step``).
 
 Each run consumes ``--samples`` samples; the clock starts at the first batch, so worker start-up
 is excluded but every shard read after it is not. Runs alternate between the loaders. One JSON
@@ -47,7 +46,8 @@ from mmclip.data import DataConfig, MultiStreamLoader
 from mmclip.data.formats import ImageText
 from mmclip.data.shards import ShardSetWriter
 from mmclip.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, TRAIN_SCALE
-from mmclip.tokenizer import load_tokenizer, train_tokenizer
+from data_pipelines.synthetic.tokenizer import train_tokenizer
+from mmclip.tokenizer import load_tokenizer
 
 CAPTIONS = [
     "a red car parked next to a blue house",
@@ -150,14 +150,13 @@ def baseline_batches(shards: list[str], size: int, args, tokenizer) -> Iterator[
     return iter(wds.WebLoader(pipeline, batch_size=None, num_workers=args.num_workers, prefetch_factor=2))
 
 
-def our_batches(directory: Path, size: int, args, tokenizer, pixel_dtype: str) -> Iterator[tuple]:
+def our_batches(directory: Path, size: int, args, tokenizer) -> Iterator[tuple]:
     config = DataConfig(
         streams={"image_text": {"kind": "image_text", "shards": [str(directory)], "batch_size": args.batch_size}},
         image_size=size,
         context_length=args.context_length,
         num_workers=args.num_workers,
         shuffle_block=args.shuffle,
-        pixel_dtype=pixel_dtype,
     )
     for step in MultiStreamLoader(config, tokenizer, pin_memory=False):
         batch = step["image_text"]
@@ -192,8 +191,7 @@ def main() -> None:
 
         loaders = {
             "baseline": lambda size: baseline_batches(shard_paths, size, args, tokenizer),
-            "ours": lambda size: our_batches(tmp / "shards", size, args, tokenizer, "uint8"),
-            "ours_float32": lambda size: our_batches(tmp / "shards", size, args, tokenizer, "float32"),
+            "ours": lambda size: our_batches(tmp / "shards", size, args, tokenizer),
         }
         results = []
         for num_workers in args.workers:
@@ -214,7 +212,6 @@ def main() -> None:
                         **{f"{name}_samples_per_s": median[name] for name in loaders},
                         **{f"{name}_samples_per_s_per_worker": median[name] / num_workers for name in loaders},
                         "ratio": median["ours"] / median["baseline"],
-                        "ratio_float32": median["ours_float32"] / median["baseline"],
                         "pixel_values": shapes,
                         "runs": rates,
                     }

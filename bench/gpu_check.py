@@ -109,8 +109,8 @@ def memory_estimate(batch: int, patch_dropout: float, checkpointing: bool) -> fl
     from mmclip.train.memory import estimate_memory
 
     stream = {"image_text": {"kind": "image_text", "shards": ["unused"], "batch_size": batch}}
-    overrides = [f"data.streams={json.dumps(stream)}", "grad_cache_chunk={}", "resolution_schedule=[]",
-                 f"patch_dropout={patch_dropout}", f"gradient_checkpointing={str(checkpointing).lower()}",
+    overrides = [f"data.streams={json.dumps(stream)}", "grad_cache_chunk={}", "clip.resolution_schedule=[]",
+                 f"clip.patch_dropout={patch_dropout}", f"gradient_checkpointing={str(checkpointing).lower()}",
                  "model_overrides=[\"text.tokenizer=unused\"]"]
     config, model_config = load_train_config(REPO / "configs" / "stage1_1gpu.yaml", overrides, world_size=1)
     return estimate_memory(config, model_config, 1)["peak_gb"]
@@ -162,7 +162,7 @@ def deepspeed_run(args, corpus: Path, output: Path, deadline: float) -> dict:
                "text_pair": {"kind": "text_pair", "shards": [str(corpus / "train" / "text_pair")], "batch_size": batch}}
     overrides = [f"model={model}", f"model_overrides={json.dumps(model_overrides)}", "steps=100000",
                  f"data.streams={json.dumps(streams)}", f"grad_cache_chunk={json.dumps(chunks)}",
-                 "resolution_schedule=[]", f"precision={precision}", "data.num_workers=4",
+                 "clip.resolution_schedule=[]", f"precision={precision}", "data.num_workers=4",
                  "logging.every_steps=1", "logging.tensorboard=false", "checkpoint.every_steps=100000"]
     if args.cpu_dry_run:
         overrides += ["data.image_size=56", "data.num_workers=0"]
@@ -187,7 +187,7 @@ def deepspeed_run(args, corpus: Path, output: Path, deadline: float) -> dict:
     if process.returncode != 75:
         raise RuntimeError(f"mmclip train exited {process.returncode}, expected 75 (preempted): {stderr[-2000:]}")
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    from mmclip.train.checkpoint import find_latest
+    from mmclip.train.run_checkpoint import find_latest
 
     checkpoint = find_latest(output / "checkpoints")
     steady = records[1:] or records

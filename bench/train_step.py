@@ -5,7 +5,7 @@ captions (77-token context), bf16 autocast on CUDA (fp32 on CPU), activation che
 contrastive loss over the batch (local loss, one process), backward, AdamW.
 
 * mmclip: ``MMCLIP`` from ``configs/model/jina-clip-v2.yaml`` (EVA02-L/14 + Jina-XLM-R), the
-  trainer's own step (``mmclip.train.grad_cache.ContrastiveStep.whole``: InfoNCE at every Matryoshka dim),
+  trainer's own step (``mmclip.train.step.ContrastiveStep.whole``: InfoNCE at every Matryoshka dim),
   per attention backend (``mmclip.models.attention``), and also at 384 and 512 px; compiled as the
   trainer compiles it (``compile: true``, ``mmclip.train.compile.compile_towers``).
 * open_clip: ``CLIP`` with open_clip's EVA02-L-14 vision config (timm ``eva02_large_patch14_clip_224``)
@@ -50,7 +50,8 @@ from mmclip.info import TRAIN_FLOPS_PER_FORWARD, text_forward_flops, vision_forw
 from mmclip.losses import InfoNCELoss
 from mmclip.models.attention import BACKENDS, resolve_backend
 from mmclip.train.compile import compile_towers
-from mmclip.train.grad_cache import ContrastiveStep
+from mmclip.train.families.clip import logit_scale
+from mmclip.train.step import ContrastiveStep
 from mmclip.train.metrics import peak_flops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,8 +185,8 @@ def mmclip_step(model, batch, device, dtype, compiled: bool):
         compile_towers(model)
     forward = model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
-    step_losses = ContrastiveStep(forward, model, {"image_text": "image_text"}, loss_fn, {}, torch.float32, device,
-                                  lambda loss, last: loss.backward())
+    step_losses = ContrastiveStep(forward, lambda kind: logit_scale(model, kind), {"image_text": "image_text"}, loss_fn,
+                                  {}, torch.float32, device, lambda loss, last: loss.backward())
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):

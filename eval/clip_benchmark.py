@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from mmclip import checkpoint
 from mmclip.models.processing_mmclip import normalize, resize_center_crop
-from mmclip.retrieval import BenchmarkModel, Tokenize
+
+from .retrieval import BenchmarkModel, Tokenize
 
 MODEL_TYPE = "mmclip"
 
@@ -34,7 +36,7 @@ def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", 
     from transformers import AutoTokenizer
 
     path = Path(pretrained)
-    if (path / "model.yaml").is_file():  # a training checkpoint
+    if checkpoint.is_checkpoint(path):  # an mmclip model checkpoint
         from mmclip.export import load_source
 
         source = load_source(path)
@@ -42,18 +44,22 @@ def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", 
         if source.tokenizer is None:
             raise ValueError(f"{path}: its model.yaml names no text.tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(str(source.tokenizer))
-    elif (path / "config.json").is_file():  # an mmclip export
+        dims, image_size = clip.config.matryoshka_dims, clip.config.vision.image_size
+    elif (path / "config.json").is_file():  # an mmclip export: image-text needs the dual encoder's module
         hf_model = _load_export(str(path.resolve()), torch.device(device).type == "cuda")
+        if "image" not in hf_model.modalities:
+            raise ValueError(f"--pretrained {pretrained}: a {'/'.join(hf_model.modalities)} model, not image-text")
         clip, context_length, tokenizer = hf_model.clip, hf_model.config.context_length, hf_model.tokenizer
+        dims, image_size = hf_model.matryoshka_dims, hf_model.image_processor.size
     else:
         raise ValueError(
             f"--pretrained {pretrained}: neither an mmclip export (config.json) nor a checkpoint (model.yaml)"
         )
     truncate_dim = int(model_name) if model_name.isdigit() else None
-    if truncate_dim is not None and truncate_dim not in clip.config.matryoshka_dims:
-        raise ValueError(f"--model {model_name}: not one of the Matryoshka dims {clip.config.matryoshka_dims}")
+    if truncate_dim is not None and truncate_dim not in dims:
+        raise ValueError(f"--model {model_name}: not one of the Matryoshka dims {dims}")
     model = BenchmarkModel(clip.eval(), truncate_dim).to(device)
-    transform = functools.partial(_eval_transform, size=clip.config.vision.image_size)
+    transform = functools.partial(_eval_transform, size=image_size)
     return model, transform, Tokenize(tokenizer, context_length)
 
 

@@ -58,8 +58,8 @@ def _exported(model: Path, output: Path) -> Path:
 
 def clip_benchmark_retrieval(model_dir: Path, root: Path, dims: list[int], output: Path) -> dict:
     """``{dim: {lang: clip_benchmark metrics}}`` through clip_benchmark's CLI (one call, every dim and language)."""
-    from eval.clip_benchmark import main
-    from mmclip.retrieval import find_annotation_files
+    from .clip_benchmark import main
+    from .retrieval import find_annotation_files
 
     files = find_annotation_files(root)
     languages = sorted(lang for lang, path in files.items() if path.name.startswith("crossmodal3600_captions-"))
@@ -95,7 +95,7 @@ def evaluate_model(model: str | Path, eval_dir: str | Path, output: str | Path, 
     dims = list(dims or hf_model.matryoshka_dims)
     for dim in dims:
         hf_model.check_truncate_dim(dim)
-    full = hf_model.clip.config.embed_dim
+    full = hf_model.embed_dim
 
     results: dict = {"model": str(model), "dims": dims, "per_dim": {}}
     retrieval = {}

@@ -1,8 +1,12 @@
-"""mmclip: training jina-clip-v2-style multilingual multimodal embeddings."""
+"""mmclip: training jina-clip-v2-style multilingual multimodal embeddings.
+
+``create_model``, ``load_model_config`` and ``MMCLIP`` are imported on first use, so ``import
+mmclip`` (and ``mmclip --help``) stays cheap: no torch until a model is built, and LUSIFER's
+Mistral only when LUSIFER is used.
+"""
 
 from .config import ConfigError, load_config
-from .factory import create_model, load_model_config
-from .models import MMCLIP, CLIPConfig, TextConfig, VisionConfig
+from .models.configuration import CLIPConfig, TextConfig, VisionConfig
 
 __version__ = "0.1.0"
 
@@ -16,3 +20,15 @@ __all__ = [
     "load_config",
     "load_model_config",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("create_model", "load_model_config"):
+        from . import factory
+
+        return getattr(factory, name)
+    if name == "MMCLIP":
+        from .models.clip import MMCLIP
+
+        return MMCLIP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,8 @@ import json
 import logging
 import sys
 
-from . import demo
 from .config import ConfigError
+from .demo import clip as demo
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -57,9 +57,9 @@ def _train(args: argparse.Namespace) -> int | None:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.model == "lusifer":
-        from . import lusifer_demo
+        from .demo import lusifer
 
-        return lusifer_demo.main(args.output, args.scale)
+        return lusifer.main(args.output, args.scale)
     return demo.run(args)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from pathlib import Path
@@ -17,7 +18,11 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .models.configuration import require  # noqa: F401 (the one check every config dataclass uses)
+
 T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped YAMLs (package data)
 
 
 class ConfigError(ValueError):
@@ -58,7 +63,12 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str], sourc
 
 
 def load_config(schema: type[T], source: str | Path | dict[str, Any] | T, overrides: typing.Iterable[str] = ()) -> T:
-    """Build ``schema`` from a YAML path, a dict, or an instance (returned as is when no overrides)."""
+    """Build ``schema`` from a YAML path, a dict, or an instance (returned as is when no overrides).
+
+    ``schema.FILE_RELATIVE``: dotted keys naming files (another config, a tokenizer, weights)
+    which, when relative in a YAML file, are relative to that file, so a config works from any
+    working directory; ``--set`` values stay relative to the working directory, where they were typed.
+    """
     if isinstance(source, schema) and not overrides:
         return source
     if isinstance(source, schema):
@@ -66,8 +76,22 @@ def load_config(schema: type[T], source: str | Path | dict[str, Any] | T, overri
     if isinstance(source, dict):
         name, data = "<dict>", source
     else:
-        name, data = str(source), load_yaml(source)
+        keys = getattr(schema, "FILE_RELATIVE", ())
+        name, data = str(source), resolve_paths(load_yaml(source), keys, Path(source).absolute().parent)
     return from_dict(schema, apply_overrides(data, overrides, name), name)
+
+
+def resolve_paths(data: dict[str, Any], keys: typing.Iterable[str], base: Path) -> dict[str, Any]:
+    """A copy of ``data`` with the relative paths under the dotted ``keys`` joined to ``base``."""
+    data = _deep_copy(data)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str) and not Path(node[leaf]).is_absolute():
+            node[leaf] = os.path.normpath(base / node[leaf])
+    return data
 
 
 def from_dict(schema: type[T], data: Any, source: str, prefix: str = "") -> T:
@@ -75,7 +99,10 @@ def from_dict(schema: type[T], data: Any, source: str, prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    removed = getattr(schema, "REMOVED_KEYS", {})
     for key in data:
+        if key in removed:
+            raise ConfigError(f"{source}: {prefix}{key}: {removed[key]}")
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""

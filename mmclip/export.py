@@ -1,13 +1,13 @@
 """``mmclip export CHECKPOINT --output DIR``: a self-contained Hugging Face directory.
 
-Sources: a training checkpoint (``model.safetensors`` + ``model.yaml``, ``mmclip/train/checkpoint.py``)
+Sources: an mmclip model checkpoint (``model.yaml`` + ``model.safetensors``, :mod:`mmclip.checkpoint`)
 or a released jina-clip-v2 directory (``config.json`` + ``model.safetensors``, LoRA merged on load;
 its text architecture comes from ``--config``, default ``configs/model/jina-clip-v2.yaml``).
 
 The output loads offline with ``AutoModel.from_pretrained(DIR, trust_remote_code=True)`` (and with
 ``SentenceTransformer(DIR, trust_remote_code=True)``) and needs no other repository::
 
-    config.json                     MMCLIPConfig, auto_map into the code below
+    config.json                     MMCLIPHFConfig, auto_map into the code below
     model.safetensors               MMCLIP's state dict under ``clip.``, fp32 or bf16
     configuration_mmclip.py, modeling_mmclip.py, processing_mmclip.py, clip.py, eva.py, ...
                                     mmclip/models/*.py, copied verbatim (relative imports only)
@@ -16,7 +16,7 @@ The output loads offline with ``AutoModel.from_pretrained(DIR, trust_remote_code
     modules.json, sentence_bert_config.json, config_sentence_transformers.json, 1_Normalize/
                                     sentence-transformers: text and images, then Normalize
 
-A LUSIFER training checkpoint (its ``model.yaml`` names an LLM) becomes ``config.json`` with
+A LUSIFER checkpoint (``family: lusifer`` in its ``model.yaml``) becomes ``config.json`` with
 ``LusiferHFConfig`` / ``LusiferHFModel`` (``encode_text``), ``model.safetensors`` under ``lusifer.``
 (LoRA merged, no LM head), the same remote code, the encoder's tokenizer and ``llm_tokenizer/``.
 
@@ -33,25 +33,25 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import save_file
 
-from .config import ConfigError
-from .factory import create_model, load_model_config
+from . import checkpoint
+from .config import CONFIG_DIR, ConfigError
+from .factory import create_model
 from .models import MMCLIP
 from .models.configuration_lusifer import LusiferHFConfig
-from .models.configuration_mmclip import MMCLIPConfig
+from .models.configuration_mmclip import MMCLIPHFConfig
 from .models.processing_mmclip import MMCLIPImageProcessor, MMCLIPProcessor
 
 logger = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-JINA_CLIP_V2_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "jina-clip-v2.yaml"
+JINA_CLIP_V2_CONFIG = CONFIG_DIR / "model" / "jina-clip-v2.yaml"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json")
 AUTO_MAP = {
-    "AutoConfig": "configuration_mmclip.MMCLIPConfig",
-    "AutoModel": "modeling_mmclip.MMCLIPModel",
+    "AutoConfig": "configuration_mmclip.MMCLIPHFConfig",
+    "AutoModel": "modeling_mmclip.MMCLIPHFModel",
 }
 LUSIFER_AUTO_MAP = {
     "AutoConfig": "configuration_lusifer.LusiferHFConfig",
@@ -74,14 +74,14 @@ class Source:
 
 
 def load_source(path: str | Path, config: str | Path | None = None, overrides=()) -> Source:
-    """A training checkpoint or a jina-clip-v2 directory, as a ready MMCLIP (fp32, eval mode)."""
+    """An mmclip CLIP checkpoint or a jina-clip-v2 directory, as a ready MMCLIP (fp32, eval mode)."""
     path = Path(path)
-    if (path / "model.yaml").is_file():
-        from .train.checkpoint import load_model_weights
-
-        model_config = load_model_config(config or path / "model.yaml", overrides)
-        model = create_model(model_config, pretrained=False)
-        load_model_weights(model, path)  # also moves the vision tower to the checkpoint's resolution
+    if checkpoint.is_checkpoint(path):
+        family, model_config = checkpoint.read_config(path, overrides, config)
+        if family != "clip":
+            raise ConfigError(f"{path}: a {family} checkpoint, not a CLIP one")
+        model = MMCLIP(model_config)
+        checkpoint.load_weights(model, path)  # also moves the vision tower to the checkpoint's resolution
         context_length = min(512, model_config.text.max_position_embeddings - 2)  # <s> and </s> included
         return Source(model.eval(), _path(model_config.text.tokenizer), context_length, {})
     if (path / "config.json").is_file():
@@ -124,7 +124,8 @@ def export(
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ConfigError(f"{output}: exists and is not empty; export writes a new directory")
-    write = write_lusifer if is_lusifer_checkpoint(source) else write_clip
+    lusifer = checkpoint.is_checkpoint(source) and checkpoint.read_family(source) == "lusifer"
+    write = write_lusifer if lusifer else write_clip
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -159,11 +160,11 @@ def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_l
     text_tokenizer.model_max_length = context_length
 
     clip_fields = _portable_config(loaded.model)
-    hf_config = MMCLIPConfig(
+    hf_config = MMCLIPHFConfig(
         clip=clip_fields,
         context_length=context_length,
         task_instructions=loaded.task_instructions,
-        architectures=["MMCLIPModel"],
+        architectures=["MMCLIPHFModel"],
         auto_map=AUTO_MAP,
         dtype="bfloat16" if dtype == "bf16" else "float32",
     )
@@ -185,22 +186,14 @@ def write_clip(source: Path, tmp: Path, dtype: str, config, tokenizer, context_l
 # --- LUSIFER -------------------------------------------------------------------------------------
 
 
-def is_lusifer_checkpoint(path: str | Path) -> bool:
-    """A training checkpoint whose model config is a LUSIFER one (it names an LLM)."""
-    model_yaml = Path(path) / "model.yaml"
-    return model_yaml.is_file() and "llm" in (yaml.safe_load(model_yaml.read_text()) or {})
-
-
 def write_lusifer(source: Path, tmp: Path, dtype: str, config, tokenizer, context_length: int | None, overrides) -> None:
     """``config.json`` (LusiferHFConfig, auto_map), ``model.safetensors`` (``lusifer.``, LoRA merged by the
     trainer, no LM head), the encoder's tokenizer and the LLM's in ``llm_tokenizer/``."""
-    from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from .config import load_config
-    from .models import LusiferConfig, LusiferModel
+    from .models.lusifer import LusiferModel
 
-    lusifer = load_config(LusiferConfig, config or source / "model.yaml", overrides)
+    _, lusifer = checkpoint.read_config(source, overrides, config)
     tokenizer_dir = Path(tokenizer) if tokenizer else _path(lusifer.encoder.tokenizer)
     if tokenizer_dir is None or not tokenizer_dir.is_dir():
         raise ConfigError(f"{source}: the encoder tokenizer {tokenizer_dir} is not a directory; pass --tokenizer DIR")
@@ -208,7 +201,7 @@ def write_lusifer(source: Path, tmp: Path, dtype: str, config, tokenizer, contex
     context_length = context_length or min(512, lusifer.encoder.max_position_embeddings - 2)
     encoder_tokenizer.model_max_length = context_length
     model = LusiferModel(lusifer, lm_head=False)
-    weights = {k: v for k, v in load_file(str(source / "model.safetensors")).items() if not k.startswith("lm_head.")}
+    weights = {k: v for k, v in checkpoint.read_weights(source).items() if not k.startswith("lm_head.")}
     model.load_state_dict(weights)
 
     portable = dataclasses.asdict(lusifer)

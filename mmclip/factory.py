@@ -1,22 +1,27 @@
 """``create_model``: a model config (YAML path, dict or CLIPConfig) to a ready MMCLIP; ``create_lusifer_model``
-the same for LUSIFER."""
+the same for LUSIFER. Our own checkpoints are read by :mod:`mmclip.checkpoint`."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
+from . import checkpoint
 from .config import ConfigError, load_config
-from .models import MMCLIP, CLIPConfig, LusiferConfig, LusiferModel
+from .models.configuration import CLIPConfig, LusiferConfig
+
+if TYPE_CHECKING:
+    from .models import MMCLIP, LusiferModel
 
 logger = logging.getLogger(__name__)
 
-# Config keys that name files or directories, checked before anything is built.
-PATH_KEYS = ("pretrained", "vision.pretrained", "text.pretrained", "text.tokenizer")
+# Config keys that name files or directories (relative to the YAML naming them), checked before anything is built.
+PATH_KEYS = CLIPConfig.FILE_RELATIVE
+LUSIFER_PATH_KEYS = LusiferConfig.FILE_RELATIVE
 
 
 def load_model_config(source: str | Path | dict[str, Any] | CLIPConfig, overrides: Iterable[str] = ()) -> CLIPConfig:
@@ -50,6 +55,8 @@ def create_model(
     Outside weights come from ``pretrained`` (a whole dual encoder) or ``vision.pretrained`` /
     ``text.pretrained`` (one tower each), in any layout ``mmclip.weights`` detects.
     """
+    from .models.clip import MMCLIP
+
     config = load_model_config(config, overrides)
     with torch.device(device or "cpu"):
         model = MMCLIP(config)
@@ -71,9 +78,6 @@ def create_model(
 
 
 # --- LUSIFER -------------------------------------------------------------------------------------
-
-LUSIFER_PATH_KEYS = ("llm_pretrained", "llm_tokenizer", "encoder.pretrained", "encoder.tokenizer")
-
 
 def load_lusifer_config(source: str | Path | dict[str, Any] | LusiferConfig, overrides: Iterable[str] = ()) -> LusiferConfig:
     """Read and validate a LUSIFER model config; ``llm`` comes from ``llm_pretrained``'s config.json if given."""
@@ -98,6 +102,8 @@ def create_lusifer_model(config: str | Path | dict[str, Any] | LusiferConfig, ov
     a Mistral directory; the trainable token is then drawn at the LLM's input-embedding scale."""
     from transformers import MistralForCausalLM
 
+    from .models.lusifer import LusiferModel
+
     config = load_lusifer_config(config, overrides)
     model = LusiferModel(config)
     if not pretrained:
@@ -117,12 +123,10 @@ def create_lusifer_model(config: str | Path | dict[str, Any] | LusiferConfig, ov
 
 
 def _load_encoder(model: LusiferModel, path: Path) -> None:
-    from safetensors.torch import load_file
-
     from . import weights
 
-    if (path / "model.yaml").is_file():  # an mmclip training checkpoint: its text tower
-        state = load_file(str(path / "model.safetensors"))
+    if checkpoint.is_checkpoint(path):  # an mmclip checkpoint: its text tower
+        state = checkpoint.read_weights(path)
         model.encoder.load_state_dict({k.removeprefix("text."): v for k, v in state.items() if k.startswith("text.")})
         logger.info("loaded the encoder from the text tower of %s", path)
         return

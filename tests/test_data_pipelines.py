@@ -319,7 +319,8 @@ def test_exif_rotation_is_applied_when_reencoding(tmp_path):
 def test_similarity_filter_keeps_the_top_fraction_of_the_models_scores(tmp_path):
     from torchvision import transforms
 
-    from mmclip.tokenizer import load_tokenizer, train_tokenizer
+    from data_pipelines.synthetic.tokenizer import train_tokenizer
+    from mmclip.tokenizer import load_tokenizer
 
     words = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
     captions = [f"a photo of pattern {word} with many small coloured dots" for word in words]

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from mmclip import demo
+from mmclip.demo import clip as demo
 
 KEYS = sorted(f"{direction}_retrieval_recall@{k}" for direction in ("image", "text") for k in (1, 5, 10))
 

@@ -19,8 +19,9 @@ from safetensors.torch import save_file
 from mmclip import create_model
 from mmclip.cli import main
 from mmclip.data.transforms import ImageTransform, normalize
-from mmclip.tokenizer import tokenize, train_tokenizer
-from mmclip.train.checkpoint import model_config_dict
+from data_pipelines.synthetic.tokenizer import train_tokenizer
+from mmclip.tokenizer import tokenize
+from mmclip import checkpoint as model_checkpoint
 
 from .conftest import MULTILINGUAL_SENTENCES, TINY
 from .test_weights import jina_clip_v2_dir, perturb_, tiny_clip
@@ -66,13 +67,11 @@ def cosines(a, b):
 
 
 def make_checkpoint(root):
-    """A training-checkpoint directory (model.safetensors + model.yaml naming its tokenizer) and its model."""
+    """A model-checkpoint directory (model.safetensors, model.yaml, its tokenizer copied in) and its model."""
     train_tokenizer(MULTILINGUAL_SENTENCES * 20, 400, root / "tokenizer")
     torch.manual_seed(0)
     model = perturb_(create_model(TINY, overrides=[f"text.tokenizer={root / 'tokenizer'}"])).eval()
-    (root / "ckpt").mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "ckpt" / "model.safetensors"))
-    (root / "ckpt" / "model.yaml").write_text(yaml.safe_dump(model_config_dict(model), sort_keys=False))
+    model_checkpoint.write(root / "ckpt", model.config, model.state_dict())
     return root / "ckpt", model
 
 
@@ -111,7 +110,7 @@ def test_export_round_trip_in_a_fresh_offline_process(checkpoint, tmp_path):
         assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "modules.json"} <= files
         assert {"modeling_mmclip.py", "configuration_mmclip.py", "clip.py", "attention.py"} <= files
         auto_map = json.loads((output / "config.json").read_text())["auto_map"]
-        assert auto_map["AutoModel"] == "modeling_mmclip.MMCLIPModel"
+        assert auto_map["AutoModel"] == "modeling_mmclip.MMCLIPHFModel"
 
     (tmp_path / "texts.txt").write_text("\n".join(MULTILINGUAL_SENTENCES), encoding="utf-8")
     (tmp_path / "images.txt").write_text("\n".join(map(str, images)))
@@ -166,7 +165,7 @@ def test_released_jina_clip_v2_directory_exports_the_same_way(checkpoint, tmp_pa
     released["text_config"]["hf_model_config_kwargs"]["task_instructions"] = {"retrieval.query": instruction}
     (source / "config.json").write_text(json.dumps(released))
     train_tokenizer(MULTILINGUAL_SENTENCES[:3] * 20, 100, source)  # released dirs ship their tokenizer (Latin: 100 ids)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(model_config_dict(reference_model), sort_keys=False))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(model_checkpoint.config_dict(reference_model.config), sort_keys=False))
 
     output = tmp_path / "hf"
     config = ["--config", str(tmp_path / "tiny.yaml"), "--set", "attention_backend=auto"]

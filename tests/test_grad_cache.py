@@ -11,10 +11,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mmclip import create_model
-from mmclip.config import ConfigError, load_config
+from mmclip.config import ConfigError
+from mmclip.data.transforms import normalize
 from mmclip.losses import InfoNCELoss
-from mmclip.train.config import TrainConfig
-from mmclip.train.grad_cache import ContrastiveStep, embed_stream, stream_loss
+from mmclip.train import load_train_config
+from mmclip.train.families.clip import logit_scale
+from mmclip.train.step import ContrastiveStep, embed_stream, stream_loss
 
 from .conftest import REPO, TINY
 
@@ -69,7 +71,7 @@ def run_step(model, batches, chunks=None, seed=1):
     """One step from a fresh RNG seed; its total loss, stream losses and every parameter's gradient."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    step = ContrastiveStep(model, model, KINDS, InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0]), WEIGHTS, torch.float32, CPU,
+    step = ContrastiveStep(model, lambda kind: logit_scale(model, kind), KINDS, InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0]), WEIGHTS, torch.float32, CPU,
                            backward_into_grads)
     total, losses = step.whole(batches) if chunks is None else step.grad_cache(batches, chunks)
     return total, losses, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -107,6 +109,26 @@ def test_chunked_step_equals_whole_step(chunks):
     assert {"logit_scale_image_text", "logit_scale_text_text"} <= grads.keys()
     assert grads["logit_scale_image_text"].abs() > 0 and grads["logit_scale_text_text"].abs() > 0
     assert any(name.startswith("vision.") for name in grads) and any(name.startswith("text.") for name in grads)
+
+
+def test_uint8_pixels_are_normalised_once_by_the_step():
+    """The loader's uint8 pixels are normalised in the step and nowhere else: the step's loss is the
+    model's loss on pixels normalised by hand, and normalising twice (what the removed
+    ``pixel_dtype: float32`` did) gives another loss."""
+    model, batches = tiny(), make_batches()
+    batch = batches["image_text"]
+    assert batch["pixel_values"].dtype == torch.uint8
+    total, _, _ = run_step(model, {"image_text": batch})
+    loss_fn = InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0])
+
+    def loss_on(pixels):
+        with torch.no_grad():
+            out = model(pixel_values=pixels, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            return loss_fn(out.image_embeds.float(), out.text_embeds.float(), model.logit_scale_image_text)["loss"]
+
+    once = loss_on(normalize(batch["pixel_values"]))
+    torch.testing.assert_close(total, WEIGHTS["image_text"] * once)
+    assert not torch.allclose(loss_on(normalize(normalize(batch["pixel_values"]))), once)
 
 
 def test_dropout_masks_are_replayed_per_chunk():
@@ -174,7 +196,8 @@ def test_two_ranks_chunked_equal_one_process_whole():
 
 
 def stage1_with(**overrides):
-    return load_config(TrainConfig, REPO / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in overrides.items()])
+    """The stage and its model config, with the family's checks (ZeRO-3 and learned temperatures)."""
+    return load_train_config(REPO / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in overrides.items()], world_size=8)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, MistralForCausalLM
 
 from mmclip import ConfigError
+from mmclip import checkpoint as model_checkpoint
 from mmclip.cli import main as cli_main
 from mmclip.data import MultiStreamLoader
 from mmclip.data.config import DataConfig
@@ -19,11 +20,12 @@ from mmclip.data.shards import ShardSetWriter
 from mmclip.export import export
 from mmclip.factory import create_lusifer_model
 from mmclip.models import LusiferModel
-from mmclip.tiny_llm import write_tiny_mistral
-from mmclip.tokenizer import load_tokenizer, train_tokenizer
+from data_pipelines.synthetic.tiny_llm import write_tiny_mistral
+from data_pipelines.synthetic.tokenizer import train_tokenizer
+from mmclip.tokenizer import load_tokenizer
 from mmclip.train import load_train_config
 from mmclip.train.config import LoraSettings
-from mmclip.train.lusifer import add_lora, merge_lora
+from mmclip.train.families.lusifer import add_lora, merge_lora
 
 from .conftest import REPO
 from .test_data_pipelines import read_records, run_build
@@ -219,7 +221,7 @@ def test_both_stages_through_mmclip_train_resume_exactly(workspace):
         ({"lusifer": {"stage": "finetune"}}, "data.streams.reconstruction.kind: a LUSIFER finetune stage reads"),
         ({"lusifer": {"stage": "align", "mask_ratio": 1.0}}, "lusifer.mask_ratio: must be in [0, 1)"),
         ({"grad_cache_chunk": {"completion": 4}}, "grad_cache_chunk: is for the contrastive (finetune) stage"),
-        ({"resolution_schedule": [{"step": 0, "image_size": 64}]}, "resolution_schedule: is for the CLIP family only"),
+        ({"clip": {"resolution_schedule": [{"step": 0, "image_size": 64}]}}, "clip: is the CLIP family's block, only allowed with it"),
     ],
 )
 def test_config_errors_name_the_key_and_file(workspace, change, message):
@@ -330,3 +332,25 @@ def test_demo_runs_both_stages_and_scores_retrieval_per_language(tmp_path, capsy
     assert AutoModel.from_pretrained(str(output / "hf"), trust_remote_code=True).encode_text("ein Würfel").shape == (64,)
     out = capsys.readouterr().out
     assert "finetune: held-out text retrieval, nDCG@10" in out and "mean nDCG@10: alignment" in out
+
+
+def test_export_is_indexed_and_searched_through_mmclip_search(workspace, tmp_path, capsys):
+    """The one exported-model interface: `mmclip search` indexes and queries a LUSIFER export's texts
+    as it does the dual encoder's; images are refused with a clear line."""
+    model = tiny_model(workspace)
+    model_checkpoint.write(tmp_path / "ckpt", model.config, model.state_dict())
+    assert cli_main(["export", str(tmp_path / "ckpt"), "--output", str(tmp_path / "hf")]) == 0
+    texts = [caption(i) for i in range(12)]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    index = tmp_path / "index"
+    assert cli_main(["search", "index", str(tmp_path / "hf"), "--texts", str(tmp_path / "texts.txt"),
+                     "--output", str(index), "--quiet"]) == 0
+    assert f"added 12, 12 items in all (flat, {model.config.embed_dim}-d)" in capsys.readouterr().out
+    for text in (texts[3], texts[7]):
+        assert cli_main(["search", "query", str(index), text, "--k", "3", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        assert hits[0]["text"] == text and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    (tmp_path / "images").mkdir()
+    assert cli_main(["search", "index", str(tmp_path / "hf"), "--images", str(tmp_path / "images"),
+                     "--output", str(tmp_path / "index2")]) == 2
+    assert "cannot index images" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import BatchEncoding
 
 from mmclip.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from mmclip.retrieval import evaluate_retrieval, find_annotation_files, read_annotations
+from eval.retrieval import evaluate_retrieval, find_annotation_files, read_annotations
 
 N = 12  # images; >= 10 for recall@10
 LEVEL = 20  # image i is a flat grey of level LEVEL * i
@@ -103,7 +103,7 @@ def test_unknown_language_is_an_error(tmp_path):
 
 def test_real_model_on_the_synthetic_layout(tmp_path, tiny_model):
     """MMCLIP and an XLM-R-format tokenizer through the adapter: every language, scores in [0, 1]."""
-    from mmclip.tokenizer import train_tokenizer
+    from data_pipelines.synthetic.tokenizer import train_tokenizer
 
     write_eval_set(tmp_path, ["crossmodal3600_captions-en.json", "crossmodal3600_captions-ar.json"])
     tokenizer = train_tokenizer([f"item {i}" for i in range(N)] * 4, 100, tmp_path / "tokenizer")

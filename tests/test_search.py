@@ -20,7 +20,7 @@ from data_pipelines.synthetic.languages import GRAMMARS
 from data_pipelines.synthetic.render import render_scene
 from data_pipelines.synthetic.samples import Context
 from data_pipelines.synthetic.scenes import COLOURS, Group, Scene
-from mmclip import demo
+from mmclip.demo import clip as demo
 from mmclip.cli import main
 from mmclip.export import export
 from mmclip.search import SearchError, SearchIndex, load_model, query, search
@@ -282,7 +282,7 @@ def held_out(tmp_path_factory):
     root = tmp_path_factory.mktemp("held_out")
     generate(root / "data", Plan.parse("4000"), workers=2, image_side=64, document_every=0)
     overrides = demo._stage_overrides("stage1", root, None)
-    overrides += ["steps=400", "data.image_size=48", 'resolution_schedule=[{"step": 0, "image_size": 48}]']
+    overrides += ["steps=400", "data.image_size=48", 'clip.resolution_schedule=[{"step": 0, "image_size": 48}]']
     checkpoint = train(demo.CONFIG_DIR / "stage1.yaml", root / "run", overrides)
     assert main(["export", str(checkpoint), "--output", str(root / "hf")]) == 0
     corpus = json.loads((root / "data" / "corpus.json").read_text())

@@ -75,7 +75,7 @@ def test_packed_linear_text_path_equals_padded_path(position_embedding):
 def test_compiled_training_matches_eager(workspace, tmp_path):  # noqa: F811
     logs = {}
     for compiled in (False, True):
-        config = stage_config(workspace, f"compile_{compiled}", steps=3, compile=compiled,
+        config = stage_config(workspace, f"compile_{compiled}", steps=3, clip={"compile": compiled},
                               **{"checkpoint.every_steps": 3, "logging.tensorboard": False})
         run_train(config, tmp_path / str(compiled))
         logs[compiled] = read_log(tmp_path / str(compiled))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmclip.config import load_config
+from mmclip.config import ConfigError, load_config
 from mmclip.factory import load_model_config
 from mmclip.train.config import TrainConfig
 from mmclip.train.memory import estimate_memory
@@ -30,13 +30,13 @@ def test_stage_config_is_table_6(stage):
     assert config.steps == steps
     assert (config.optimizer.lr_vision, config.optimizer.lr_text) == lrs
     assert (config.optimizer.layer_decay_vision, config.optimizer.layer_decay_text) == decays
-    assert config.resolution_schedule[0].image_size == config.data.image_size == resolution
+    assert config.clip.resolution_schedule[0].image_size == config.data.image_size == resolution
     assert config.data.context(text_stream_name(config)) == config.data.context("image_text") == context
     assert config.optimizer.betas == [0.9, 0.98] and config.optimizer.eps == 1e-6
     assert config.optimizer.weight_decay == 0.02 and config.optimizer.min_lr_ratio == 0.0
     assert config.precision == "bf16" and config.world_size == 8
-    assert config.patch_dropout == PATCH_DROPOUT[stage]
-    assert config.model == "configs/model/jina-clip-v2.yaml"
+    assert config.clip.patch_dropout == PATCH_DROPOUT[stage]
+    assert config.model == str(REPO / "configs" / "model" / "jina-clip-v2.yaml")  # relative to the stage YAML
     assert load_model_config(REPO / config.model).embed_dim == 1024
 
 
@@ -70,7 +70,7 @@ def text_stream_name(config):
 
 def test_stage_1_ends_at_384_px_and_the_stages_chain():
     stages = {s: load_config(TrainConfig, REPO / "configs" / f"{s}.yaml") for s in TABLE_6}
-    schedule = stages["stage1"].resolution_schedule
+    schedule = stages["stage1"].clip.resolution_schedule
     assert [(p.step, p.image_size) for p in schedule] == [(0, 224), (90_000, 384)]  # the last 10%
     assert stages["stage1"].init_from is None
     assert stages["stage2"].init_from == f"runs/stage1/checkpoints/step_{stages['stage1'].steps:06d}"
@@ -98,3 +98,10 @@ def test_demo_resolutions_rise_stage_by_stage_like_the_recipe():
     starts = [load_config(TrainConfig, REPO / "configs" / "demo" / f"{s}.yaml").data.image_size for s in TABLE_6]
     recipe = [load_config(TrainConfig, REPO / "configs" / f"{s}.yaml").data.image_size for s in TABLE_6]
     assert starts == sorted(set(starts)) and recipe == sorted(set(recipe))
+
+
+def test_the_clip_familys_keys_live_in_its_block():
+    with pytest.raises(ConfigError, match=r"stage1.yaml: resolution_schedule: moved to clip.resolution_schedule"):
+        load_config(TrainConfig, REPO / "configs" / "stage1.yaml", ["resolution_schedule=[]"])
+    with pytest.raises(ConfigError, match=r"patch_dropout: moved to clip.patch_dropout"):
+        load_config(TrainConfig, REPO / "configs" / "stage1.yaml", ["patch_dropout=0.1"])

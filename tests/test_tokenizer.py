@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mmclip import ConfigError
-from mmclip.tokenizer import load_tokenizer, train_tokenizer
+from data_pipelines.synthetic.tokenizer import train_tokenizer
+from mmclip.tokenizer import load_tokenizer
 
 from .conftest import MULTILINGUAL_SENTENCES
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from mmclip import ConfigError
 from mmclip.data.formats import ImageText, TextPair
 from mmclip.data.shards import ShardSetWriter
-from mmclip.tokenizer import train_tokenizer
+from data_pipelines.synthetic.tokenizer import train_tokenizer
 from mmclip.train import load_train_config
 from mmclip.train.preemption import EXIT_PREEMPTED
 
@@ -205,7 +205,7 @@ def test_kill_and_resume(workspace, baseline):
 
 def test_stage_chain(workspace):
     stage1 = stage_config(
-        workspace, "stage1", steps=4, resolution_schedule=[{"step": 2, "image_size": 84}],
+        workspace, "stage1", steps=4, clip={"resolution_schedule": [{"step": 2, "image_size": 84}]},
         **{"checkpoint.every_steps": 4, "logging.sample_keys": False},
     )
     run_train(stage1, workspace / "stage1")
@@ -245,7 +245,7 @@ def test_stage_chain(workspace):
         ({"optimizer.lr_visoin": 1e-3}, 1, "optimizer.lr_visoin"),
         ({}, 3, "data.streams.image_text.batch_size"),
         ({"data.image_size": 8}, 1, "data.image_size"),
-        ({"resolution_schedule": [{"step": 5, "image_size": 10}]}, 1, "resolution_schedule[0].image_size"),
+        ({"clip": {"resolution_schedule": [{"step": 5, "image_size": 10}]}}, 1, "clip.resolution_schedule[0].image_size"),
     ],
 )
 def test_config_errors_name_the_key(workspace, extra, world_size, key):

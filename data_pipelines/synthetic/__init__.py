@@ -164,7 +164,7 @@ def generate(
         logger.info("eval: held-out sets")
         evals = write_eval_sets(output / "eval", ctx, plan.eval_sizes, imap)
 
-    from mmclip.tokenizer import train_tokenizer  # imports transformers: only once the data exists
+    from .tokenizer import train_tokenizer  # imports transformers: only once the data exists
 
     logger.info("tokenizer: %d distinct texts, vocab_size <= %d", len(texts), plan.vocab_size)
     tokenizer = train_tokenizer(list(texts), plan.vocab_size, output / "tokenizer")

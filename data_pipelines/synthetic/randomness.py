@@ -13,7 +13,7 @@ STREAMS = {
     "image_text_long": 2,
     "text_pair": 3,
     "text_triplet": 4,
-    "text": 5,  # plain texts (LUSIFER's reconstruction set, mmclip.lusifer_demo)
+    "text": 5,  # plain texts (LUSIFER's reconstruction set, text_corpus.py)
     "eval_images": 101,
     "eval_documents": 102,
     "eval_sts": 103,

@@ -2,6 +2,6 @@
 
 from .config import DataConfig, StreamConfig
 from .loader import MultiStreamLoader, StreamDataset
-from .transforms import ImageTransform, normalize
+from .transforms import ImageTransform
 
-__all__ = ["DataConfig", "ImageTransform", "MultiStreamLoader", "StreamConfig", "StreamDataset", "normalize"]
+__all__ = ["DataConfig", "ImageTransform", "MultiStreamLoader", "StreamConfig", "StreamDataset"]

@@ -5,8 +5,8 @@ Batches (``B`` samples, ``L`` the longest text of that field in the batch, at mo
 ============= ==============================================================================
 kind          tensors
 ============= ==============================================================================
-image_text    ``pixel_values`` [B, 3, S, S] (uint8, or float32 normalised), ``input_ids`` /
-              ``attention_mask`` [B, L]
+image_text    ``pixel_values`` [B, 3, S, S] uint8 (the training step normalises them on the
+              device), ``input_ids`` / ``attention_mask`` [B, L]
 text_pair     ``query_ids`` / ``query_mask``, ``positive_ids`` / ``positive_mask`` [B, L]
 text_triplet  as text_pair, plus ``negative_ids`` / ``negative_mask`` [B, N, L] (N negatives)
 text          ``text_ids`` / ``text_mask`` [B, L]
@@ -29,7 +29,7 @@ import torch
 
 from .formats import BadSample, ImageText, Record, Text, TextTriplet
 from ..tokenizer import tokenize
-from .transforms import ImageTransform, normalize
+from .transforms import ImageTransform
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -54,11 +54,10 @@ class BatchBuilder:
         context_length: int,
         image_transform: ImageTransform | None = None,
         num_negatives: int = 7,
-        pixel_dtype: str = "uint8",
         target_tokenizer: PreTrainedTokenizerBase | None = None,
     ):
         self.tokenizer, self.context_length = tokenizer, context_length
-        self.image_transform, self.num_negatives, self.pixel_dtype = image_transform, num_negatives, pixel_dtype
+        self.image_transform, self.num_negatives = image_transform, num_negatives
         self.target_tokenizer = target_tokenizer
 
     def sample(self, record: Record, seed: int) -> dict[str, Any]:
@@ -87,8 +86,7 @@ class BatchBuilder:
                     target = tokenize(self.target_tokenizer, [text + eos for text in texts], self.context_length)
                     batch[f"{field}_target_ids"], batch[f"{field}_target_mask"] = target["input_ids"], target["attention_mask"]
         if "pixels" in samples[0]:
-            pixels = torch.stack([s["pixels"] for s in samples])
-            batch["pixel_values"] = normalize(pixels) if self.pixel_dtype == "float32" else pixels
+            batch["pixel_values"] = torch.stack([s["pixels"] for s in samples])
         return batch
 
     def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import require
 from .formats import KINDS, NUM_HARD_NEGATIVES
-
-PIXEL_DTYPES = ("uint8", "float32")
-
-
-def _require(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{key}: {message}")
-
 
 @dataclass
 class StreamConfig:
@@ -34,15 +27,15 @@ class StreamConfig:
     num_negatives: int = NUM_HARD_NEGATIVES  # text_triplet: negatives kept per query
 
     def __post_init__(self) -> None:
-        _require(self.kind in KINDS, "kind", f"must be one of {KINDS}, got {self.kind!r}")
-        _require(len(self.shards) > 0, "shards", "needs at least one shard-set directory")
-        _require(self.batch_size > 0, "batch_size", "must be positive")
+        require(self.kind in KINDS, "kind", f"must be one of {KINDS}, got {self.kind!r}")
+        require(len(self.shards) > 0, "shards", "needs at least one shard-set directory")
+        require(self.batch_size > 0, "batch_size", "must be positive")
         if self.weights is not None:
-            _require(len(self.weights) == len(self.shards), "weights", "needs one weight per shard set")
-            _require(all(w >= 0 for w in self.weights) and sum(self.weights) > 0, "weights", "must be >= 0, not all 0")
-        _require(self.num_workers is None or self.num_workers >= 0, "num_workers", "must be >= 0")
-        _require(self.context_length is None or self.context_length > 2, "context_length", "must be > 2")
-        _require(self.num_negatives > 0, "num_negatives", "must be positive")
+            require(len(self.weights) == len(self.shards), "weights", "needs one weight per shard set")
+            require(all(w >= 0 for w in self.weights) and sum(self.weights) > 0, "weights", "must be >= 0, not all 0")
+        require(self.num_workers is None or self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(self.context_length is None or self.context_length > 2, "context_length", "must be > 2")
+        require(self.num_negatives > 0, "num_negatives", "must be positive")
 
 
 @dataclass
@@ -60,22 +53,26 @@ class DataConfig:
     shuffle_block: int = 1000  # samples shuffled together (raw bytes held in memory per worker)
     max_image_pixels: int = 64 * 2**20  # larger images are skipped from their header, before decoding
     reduced_decode: bool = True  # JPEG: decode at 1/2, 1/4 or 1/8 scale when the crop allows
-    pixel_dtype: str = "uint8"  # uint8: normalise on the device with transforms.normalize
+
+    # Keys of earlier versions, refused with the reason (mmclip.config.from_dict).
+    REMOVED_KEYS = {
+        "pixel_dtype": "removed: the loader always yields uint8 pixels, normalised once on the device "
+        "in the training step (mmclip.train.step)",
+    }
 
     def __post_init__(self) -> None:
         self.streams = {
             name: StreamConfig(**stream) if isinstance(stream, dict) else stream
             for name, stream in self.streams.items()
         }
-        _require(len(self.streams) > 0, "streams", "needs at least one stream")
-        _require(self.image_size > 0, "image_size", "must be positive")
-        _require(self.context_length > 2, "context_length", "must be > 2 (room for <s> and </s>)")
-        _require(self.num_workers >= 0, "num_workers", "must be >= 0")
-        _require(self.prefetch_factor > 0, "prefetch_factor", "must be positive")
-        _require(self.interleave > 0, "interleave", "must be positive")
-        _require(self.shuffle_block > 0, "shuffle_block", "must be positive")
-        _require(self.max_image_pixels > 0, "max_image_pixels", "must be positive")
-        _require(self.pixel_dtype in PIXEL_DTYPES, "pixel_dtype", f"must be one of {PIXEL_DTYPES}")
+        require(len(self.streams) > 0, "streams", "needs at least one stream")
+        require(self.image_size > 0, "image_size", "must be positive")
+        require(self.context_length > 2, "context_length", "must be > 2 (room for <s> and </s>)")
+        require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(self.prefetch_factor > 0, "prefetch_factor", "must be positive")
+        require(self.interleave > 0, "interleave", "must be positive")
+        require(self.shuffle_block > 0, "shuffle_block", "must be positive")
+        require(self.max_image_pixels > 0, "max_image_pixels", "must be positive")
 
     def workers(self, name: str) -> int:
         stream = self.streams[name]

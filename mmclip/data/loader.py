@@ -89,7 +89,7 @@ class StreamDataset(IterableDataset):
         if stream.kind == "image_text":
             transform = ImageTransform(config.image_size, True, config.max_image_pixels, config.reduced_decode)
         self.builder = BatchBuilder(
-            tokenizer, config.context(name), transform, stream.num_negatives, config.pixel_dtype, target_tokenizer
+            tokenizer, config.context(name), transform, stream.num_negatives, target_tokenizer
         )
         self.resume: dict[str, Any] = {"workers": [None] * self.num_workers, "next_worker": 0}
 

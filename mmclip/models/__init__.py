@@ -1,23 +1,30 @@
 """mmclip's models: torch and transformers only (xformers / flash_attn optional).
 
-This package is copied verbatim into exported checkpoints as their remote code.
+The modules of this package are copied verbatim into exported checkpoints as their remote code
+(this file is not). Names are imported on first use, so ``import mmclip`` loads neither LUSIFER nor
+transformers' Mistral: ``MMCLIP`` / ``LusiferModel`` are the torch modules, ``MMCLIPModel`` /
+``LusiferHFModel`` (``modeling_*.py``) their Hugging Face wrappers.
 """
 
-from .clip import MMCLIP, CLIPOutput
-from .configuration import CLIPConfig, LusiferConfig, TextConfig, VisionConfig
-from .eva import EvaVisionTower
-from .lusifer import LusiferModel, LusiferOutput
-from .xlm_roberta import XLMRobertaTextTower
+import importlib
 
-__all__ = [
-    "CLIPConfig",
-    "CLIPOutput",
-    "EvaVisionTower",
-    "LusiferConfig",
-    "LusiferModel",
-    "LusiferOutput",
-    "MMCLIP",
-    "TextConfig",
-    "VisionConfig",
-    "XLMRobertaTextTower",
-]
+_EXPORTS = {
+    "CLIPConfig": "configuration",
+    "LusiferConfig": "configuration",
+    "TextConfig": "configuration",
+    "VisionConfig": "configuration",
+    "CLIPOutput": "clip",
+    "MMCLIP": "clip",
+    "EvaVisionTower": "eva",
+    "LusiferModel": "lusifer",
+    "LusiferOutput": "lusifer",
+    "XLMRobertaTextTower": "xlm_roberta",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

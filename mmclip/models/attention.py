@@ -24,9 +24,10 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from .configuration import ATTENTION_BACKENDS as BACKENDS  # the one list, checked by the config too
+
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "sdpa", "xformers", "flash")
 _HALF = (torch.float16, torch.bfloat16)
 
 

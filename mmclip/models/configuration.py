@@ -14,7 +14,9 @@ ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "flash")
 POSITION_EMBEDDINGS = ("rotary", "absolute")
 
 
-def _require(condition: bool, key: str, message: str) -> None:
+def require(condition: bool, key: str, message: str) -> None:
+    """Every config dataclass's check (these and ``mmclip``'s): ``ValueError`` naming the field, which
+    ``mmclip.config.load_config`` prefixes with the file and the parent keys."""
     if not condition:
         raise ValueError(f"{key}: {message}")
 
@@ -36,11 +38,11 @@ class VisionConfig:
     pretrained: str | None = None  # timm / open_clip / EVA-CLIP / jina-clip-v2 file or directory
 
     def __post_init__(self) -> None:
-        _require(self.patch_size > 0, "patch_size", "must be positive")
-        _require(self.image_size >= self.patch_size, "image_size", "must be at least patch_size")
-        _require(self.width % self.num_heads == 0, "width", "must be divisible by num_heads")
-        _require(self.head_dim % 4 == 0, "num_heads", "head dim must be divisible by 4 for 2D RoPE")
-        _require(0.0 <= self.patch_dropout < 1.0, "patch_dropout", "must be in [0, 1)")
+        require(self.patch_size > 0, "patch_size", "must be positive")
+        require(self.image_size >= self.patch_size, "image_size", "must be at least patch_size")
+        require(self.width % self.num_heads == 0, "width", "must be divisible by num_heads")
+        require(self.head_dim % 4 == 0, "num_heads", "head dim must be divisible by 4 for 2D RoPE")
+        require(0.0 <= self.patch_dropout < 1.0, "patch_dropout", "must be in [0, 1)")
 
     @property
     def head_dim(self) -> int:
@@ -75,16 +77,16 @@ class TextConfig:
     lora_adapter: str | None = None  # which Jina LoRA adapter to merge when the checkpoint has several
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.position_embedding in POSITION_EMBEDDINGS,
             "position_embedding",
             f"must be one of {POSITION_EMBEDDINGS}, got {self.position_embedding!r}",
         )
-        _require(self.hidden_size % self.num_heads == 0, "hidden_size", "must be divisible by num_heads")
-        _require(self.head_dim % 2 == 0, "num_heads", "head dim must be even for RoPE")
-        _require(0 <= self.pad_token_id < self.vocab_size, "pad_token_id", "must be a token id")
+        require(self.hidden_size % self.num_heads == 0, "hidden_size", "must be divisible by num_heads")
+        require(self.head_dim % 2 == 0, "num_heads", "head dim must be even for RoPE")
+        require(0 <= self.pad_token_id < self.vocab_size, "pad_token_id", "must be a token id")
         for name in ("hidden_dropout", "attention_dropout"):
-            _require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
+            require(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
 
     @property
     def head_dim(self) -> int:
@@ -94,6 +96,9 @@ class TextConfig:
 @dataclass
 class CLIPConfig:
     """The dual encoder: two towers, optional projections, one temperature per task."""
+
+    # Keys naming files: relative ones in a YAML are relative to that YAML (mmclip.config.load_config).
+    FILE_RELATIVE = ("pretrained", "vision.pretrained", "text.pretrained", "text.tokenizer")
 
     embed_dim: int = 1024
     matryoshka_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 768, 1024])
@@ -110,18 +115,18 @@ class CLIPConfig:
             self.vision = VisionConfig(**self.vision)
         if isinstance(self.text, dict):
             self.text = TextConfig(**self.text)
-        _require(
+        require(
             self.attention_backend in ATTENTION_BACKENDS,
             "attention_backend",
             f"must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}",
         )
         if not self.projections:
             for key, width in (("vision.width", self.vision.width), ("text.hidden_size", self.text.hidden_size)):
-                _require(width == self.embed_dim, key, f"must equal embed_dim ({self.embed_dim}) without projections")
+                require(width == self.embed_dim, key, f"must equal embed_dim ({self.embed_dim}) without projections")
         dims = self.matryoshka_dims
-        _require(len(dims) > 0 and dims == sorted(set(dims)), "matryoshka_dims", "must be increasing and unique")
-        _require(dims[0] > 0, "matryoshka_dims", "must be positive")
-        _require(dims[-1] == self.embed_dim, "matryoshka_dims", f"must end with embed_dim ({self.embed_dim})")
+        require(len(dims) > 0 and dims == sorted(set(dims)), "matryoshka_dims", "must be increasing and unique")
+        require(dims[0] > 0, "matryoshka_dims", "must be positive")
+        require(dims[-1] == self.embed_dim, "matryoshka_dims", f"must end with embed_dim ({self.embed_dim})")
 
 
 LLM_ATTENTION = ("sdpa", "eager")
@@ -137,6 +142,9 @@ class LusiferConfig:
     The embedding width is the LLM's ``hidden_size``.
     """
 
+    # Keys naming files: relative ones in a YAML are relative to that YAML (mmclip.config.load_config).
+    FILE_RELATIVE = ("llm_pretrained", "llm_tokenizer", "encoder.pretrained", "encoder.tokenizer")
+
     encoder: TextConfig = field(default_factory=TextConfig)
     llm: dict[str, Any] = field(default_factory=dict)
     llm_pretrained: str | None = None  # a Mistral-architecture directory: config.json + safetensors
@@ -147,15 +155,15 @@ class LusiferConfig:
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
             self.encoder = TextConfig(**self.encoder)
-        _require(
+        require(
             self.attn_implementation in LLM_ATTENTION,
             "attn_implementation",
             f"must be one of {LLM_ATTENTION}, got {self.attn_implementation!r}",
         )
-        _require(0 < self.temperature <= 1, "temperature", "must be in (0, 1]")
+        require(0 < self.temperature <= 1, "temperature", "must be in (0, 1]")
         if self.llm_pretrained is None:
             missing = [key for key in LLM_ARCHITECTURE_KEYS if key not in self.llm]
-            _require(not missing, "llm", f"needs {missing} (or llm_pretrained, a Mistral directory)")
+            require(not missing, "llm", f"needs {missing} (or llm_pretrained, a Mistral directory)")
 
     @property
     def embed_dim(self) -> int:

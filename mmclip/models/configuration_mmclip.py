@@ -1,4 +1,5 @@
-"""``config.json`` of an exported checkpoint: a ``PretrainedConfig`` around :class:`CLIPConfig`.
+"""``config.json`` of an exported dual encoder: :class:`MMCLIPHFConfig`, a ``PretrainedConfig`` around
+the architecture dataclass :class:`CLIPConfig`.
 
 ``AutoConfig`` reaches it through ``auto_map``; the architecture itself stays one dataclass
 (``clip``), validated by the same checks as a training config.
@@ -8,27 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from transformers import PretrainedConfig
-
 from .configuration import CLIPConfig
+from .configuration_base import EmbeddingHFConfig
 
 
-class MMCLIPConfig(PretrainedConfig):
-    """``clip``: the :class:`CLIPConfig` fields; ``context_length``: the tokenizer's ``max_length``
-    for ``encode_text``; ``task_instructions``: task name -> prefix (jina-clip-v2's ``task=``)."""
+class MMCLIPHFConfig(EmbeddingHFConfig):
+    """``clip``: the :class:`CLIPConfig` fields; ``context_length`` and ``task_instructions`` as every export."""
 
     model_type = "mmclip"
 
-    def __init__(
-        self,
-        clip: dict | None = None,
-        context_length: int = 512,
-        task_instructions: dict[str, str] | None = None,
-        **kwargs,
-    ):
+    def __init__(self, clip: dict | None = None, **kwargs):
         self.clip = dataclasses.asdict(CLIPConfig(**(clip or {})))  # validated, with every default filled in
-        self.context_length = context_length
-        self.task_instructions = dict(task_instructions or {})
         super().__init__(**kwargs)
 
     def clip_config(self) -> CLIPConfig:

@@ -23,7 +23,6 @@ This module imports torch and transformers only: exported checkpoints ship it as
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -95,8 +94,6 @@ class LusiferModel(nn.Module):
         self.connector = Connector(config.encoder.hidden_size, llm_config.hidden_size, llm_config.initializer_range)
         self.llm = MistralModel(llm_config)
         self.lm_head = nn.Linear(llm_config.hidden_size, llm_config.vocab_size, bias=False) if lm_head else None
-        # The contrastive temperature, under the name the training step reads (as MMCLIP's learned one).
-        self.register_buffer("logit_scale_text_text", torch.tensor(-math.log(config.temperature)), persistent=False)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.encoder.set_grad_checkpointing(enable)

@@ -3,7 +3,9 @@
     index = build_index("runs/hf", images=["photos/"], output="photos.index")
     hits = query("photos.index", text="ein roter Würfel", k=5)   # [{"rank", "score", "path", ...}]
 
-The model is an ``mmclip export`` directory, loaded with ``AutoModel`` (remote code shipped in it).
+The model is an ``mmclip export`` directory of any family, loaded with ``AutoModel`` (remote code
+shipped in it) and used through the one exported-model interface (``mmclip.models.modeling_base``):
+a LUSIFER export indexes and searches texts as the dual encoder does.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def build_index(
     else:
         dim = model.check_truncate_dim(truncate_dim)
         index = SearchIndex(model=str(model_dir.resolve()), fingerprint=model_fingerprint(model_dir), dim=dim)
-    truncate_dim = None if index.dim == model.clip.config.embed_dim else index.dim
+    truncate_dim = None if index.dim == model.embed_dim else index.dim
+    if images and "image" not in model.modalities:
+        raise SearchError(f"{model_dir}: a {'/'.join(model.modalities)} model: it cannot index images")
 
     known_paths = {item["path"] for item in index.items if item["type"] == "image"}
     new_files, skipped = [], []
@@ -142,7 +146,9 @@ def search(index: SearchIndex, model, *, text: str | None = None, image=None, k:
             raise SearchError("empty query")
         if len(text) > MAX_QUERY_CHARS:
             raise SearchError(f"query too long: {len(text)} characters, at most {MAX_QUERY_CHARS}")
-    truncate_dim = None if index.dim == model.clip.config.embed_dim else index.dim
+    if image is not None and "image" not in model.modalities:
+        raise SearchError(f"a {'/'.join(model.modalities)} model: it cannot embed an image query")
+    truncate_dim = None if index.dim == model.embed_dim else index.dim
     if text is not None:
         vector = model.encode_text(text, truncate_dim=truncate_dim)
     else:

@@ -12,17 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import require
 from ..data.config import DataConfig
+from .families import FAMILIES
 
 PRECISIONS = ("bf16", "fp32")
-FAMILIES = ("clip", "lusifer")  # which model a stage trains (mmclip.train.family)
 LUSIFER_STAGES = {"align": ("text", "text_pair"), "finetune": ("text_pair", "text_triplet")}  # -> stream kinds
 LUSIFER_PART_TRAINING = ("lora", "full", "frozen")
-
-
-def _require(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{key}: {message}")
 
 
 @dataclass
@@ -43,13 +39,13 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         for name in ("lr_vision", "lr_text"):
-            _require(getattr(self, name) > 0, name, "must be positive")
+            require(getattr(self, name) > 0, name, "must be positive")
         for name in ("layer_decay_vision", "layer_decay_text"):
-            _require(0 < getattr(self, name) <= 1, name, "must be in (0, 1]")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two values in [0, 1)")
-        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
-        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
+            require(0 < getattr(self, name) <= 1, name, "must be in (0, 1]")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "must be two values in [0, 1)")
+        require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
 
 
 @dataclass
@@ -68,13 +64,27 @@ class ResolutionPhase:
 
 
 @dataclass
+class CLIPTrainConfig:
+    """The ``clip`` family's block: the resolution schedule, the stage's patch dropout, torch.compile."""
+
+    resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
+    patch_dropout: float | None = None  # None: the model config's
+    compile: bool = False  # torch.compile of both towers (mmclip.train.compile); frames that fail run eagerly
+
+    def __post_init__(self) -> None:
+        require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")
+        steps = [phase.step for phase in self.resolution_schedule]
+        require(steps == sorted(steps) and len(set(steps)) == len(steps), "resolution_schedule", "steps must increase")
+
+
+@dataclass
 class CheckpointConfig:
     every_steps: int = 1000
     keep_last: int = 3
 
     def __post_init__(self) -> None:
-        _require(self.every_steps > 0, "every_steps", "must be positive")
-        _require(self.keep_last > 0, "keep_last", "must be positive")
+        require(self.every_steps > 0, "every_steps", "must be positive")
+        require(self.keep_last > 0, "keep_last", "must be positive")
 
 
 @dataclass
@@ -84,7 +94,7 @@ class LoggingConfig:
     sample_keys: bool = False  # OUTPUT/keys/rank_*.jsonl: every step's sample keys (checks data order)
 
     def __post_init__(self) -> None:
-        _require(self.every_steps > 0, "every_steps", "must be positive")
+        require(self.every_steps > 0, "every_steps", "must be positive")
 
 
 @dataclass
@@ -96,9 +106,9 @@ class LoraSettings:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        _require(self.r > 0, "r", "must be positive")
-        _require(self.alpha > 0, "alpha", "must be positive")
-        _require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        require(self.r > 0, "r", "must be positive")
+        require(self.alpha > 0, "alpha", "must be positive")
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass
@@ -115,15 +125,17 @@ class LusiferTrainConfig:
     mask_ratio: float = 0.5  # align: fraction of the encoder's input tokens replaced by <mask> in text streams
 
     def __post_init__(self) -> None:
-        _require(self.stage in LUSIFER_STAGES, "stage", f"must be one of {tuple(LUSIFER_STAGES)}, got {self.stage!r}")
+        require(self.stage in LUSIFER_STAGES, "stage", f"must be one of {tuple(LUSIFER_STAGES)}, got {self.stage!r}")
         for part in ("encoder", "llm"):
             value = getattr(self, part)
-            _require(value in LUSIFER_PART_TRAINING, part, f"must be one of {LUSIFER_PART_TRAINING}, got {value!r}")
-        _require(0 <= self.mask_ratio < 1, "mask_ratio", "must be in [0, 1)")
+            require(value in LUSIFER_PART_TRAINING, part, f"must be one of {LUSIFER_PART_TRAINING}, got {value!r}")
+        require(0 <= self.mask_ratio < 1, "mask_ratio", "must be in [0, 1)")
 
 
 @dataclass
 class TrainConfig:
+    FILE_RELATIVE = ("model",)  # the model YAML is found next to the stage YAML, from any working directory
+
     model: str  # a model YAML (configs/model/...)
     steps: int
     data: DataConfig  # stream batch sizes are GLOBAL: divided by the world size per rank
@@ -132,67 +144,59 @@ class TrainConfig:
     world_size: int | None = None  # the process count the recipe assumes (Table 6: 8); None: any
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
-    # GradCache (mmclip.train.grad_cache): stream name -> samples embedded at a time per rank; a
+    # GradCache (mmclip.train.step): stream name -> samples embedded at a time per rank; a
     # stream not listed is embedded in one piece. Bounds activation memory, not the batch.
     grad_cache_chunk: dict[str, int] = field(default_factory=dict)
-    patch_dropout: float | None = None  # None: the model config's
     gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile of both towers (mmclip.train.compile); frames that fail run eagerly
     precision: str = "bf16"  # fp32 on CPU
     zero_stage: int = 1
     deepspeed: dict[str, Any] = field(default_factory=dict)  # extra DeepSpeed config keys, merged last
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
-    family: str = "clip"  # clip: the dual encoder (model: a CLIPConfig YAML); lusifer: a LusiferConfig YAML
+    family: str = "clip"  # mmclip.train.families: clip (model: a CLIPConfig YAML), lusifer (a LusiferConfig YAML)
+    # Each family's own block, named after it, allowed only with it (clip's defaults when absent).
+    clip: CLIPTrainConfig | None = None
     lusifer: LusiferTrainConfig | None = None  # required with family lusifer
 
+    REMOVED_KEYS = {
+        "resolution_schedule": "moved to clip.resolution_schedule (the CLIP family's block)",
+        "patch_dropout": "moved to clip.patch_dropout (the CLIP family's block)",
+    }
+
     def __post_init__(self) -> None:
-        _require(self.family in FAMILIES, "family", f"must be one of {FAMILIES}, got {self.family!r}")
-        _require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
-                 "is required with family lusifer and only allowed with it")
-        if self.lusifer is not None:
-            _require(not self.resolution_schedule, "resolution_schedule", "is for the CLIP family only")
-            kinds = LUSIFER_STAGES[self.lusifer.stage]
-            for name, stream in self.data.streams.items():
-                _require(stream.kind in kinds, f"data.streams.{name}.kind",
-                         f"a LUSIFER {self.lusifer.stage} stage reads {kinds}, got {stream.kind!r}")
-            _require(self.lusifer.stage == "finetune" or not self.grad_cache_chunk, "grad_cache_chunk",
-                     "is for the contrastive (finetune) stage; alignment losses are per sample")
-        _require(not self.compile or self.family == "clip", "compile", "compiles the CLIP family's towers only")
-        _require(self.steps > 0, "steps", "must be positive")
-        _require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
-        _require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")
-        _require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")
-        _require(self.world_size is None or self.world_size > 0, "world_size", "must be positive")
-        steps = [phase.step for phase in self.resolution_schedule]
-        _require(steps == sorted(steps) and len(set(steps)) == len(steps), "resolution_schedule", "steps must increase")
+        require(self.family in FAMILIES, "family", f"must be one of {tuple(FAMILIES)}, got {self.family!r}")
+        if self.family == "clip" and self.clip is None:
+            self.clip = CLIPTrainConfig()
+        require(self.clip is None or self.family == "clip", "clip", "is the CLIP family's block, only allowed with it")
+        require((self.lusifer is not None) == (self.family == "lusifer"), "lusifer",
+                "is required with family lusifer and only allowed with it")
+        require(self.steps > 0, "steps", "must be positive")
+        require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+        require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3")
+        require(self.world_size is None or self.world_size > 0, "world_size", "must be positive")
         for name in self.loss.weights:
-            _require(name in self.data.streams, f"loss.weights.{name}", f"no such stream; streams are {list(self.data.streams)}")
+            require(name in self.data.streams, f"loss.weights.{name}", f"no such stream; streams are {list(self.data.streams)}")
         for name, chunk in self.grad_cache_chunk.items():
             key = f"grad_cache_chunk.{name}"
-            _require(name in self.data.streams, key, f"no such stream; streams are {list(self.data.streams)}")
-            _require(chunk > 0, key, "must be positive")
-        # ZeRO-3 partitions the learned temperatures outside the forward, where GradCache's loss reads
-        # them; LUSIFER's is a fixed buffer, which ZeRO-3 leaves whole.
-        _require(not self.grad_cache_chunk or self.zero_stage < 3 or self.family == "lusifer", "grad_cache_chunk",
-                 "needs zero_stage 0, 1 or 2 (the CLIP family's temperatures are learned)")
+            require(name in self.data.streams, key, f"no such stream; streams are {list(self.data.streams)}")
+            require(chunk > 0, key, "must be positive")
         if self.world_size is not None:
             self.check_world_size(self.world_size)
 
     def check_world_size(self, world_size: int) -> None:
         """Every global batch must split evenly over the ranks, and each rank's into GradCache chunks."""
         for name, stream in self.data.streams.items():
-            _require(
+            require(
                 stream.batch_size % world_size == 0,
                 f"data.streams.{name}.batch_size",
                 f"global batch {stream.batch_size} is not divisible by the world size {world_size}",
             )
             per_rank, chunk = stream.batch_size // world_size, self.grad_cache_chunk.get(name)
-            _require(
+            require(
                 chunk is None or per_rank % chunk == 0,
                 f"grad_cache_chunk.{name}",
                 f"the per-rank batch {per_rank} (global {stream.batch_size} / {world_size} ranks) "
                 f"is not divisible by the chunk {chunk}",
             )
+

@@ -102,9 +102,9 @@ def estimate_memory(config: TrainConfig, model: CLIPConfig, world_size: int) -> 
     """Peak bytes per GPU by part, for each image size of the stage (see the module docstring)."""
     bf16 = config.precision == "bf16"
     scale = 1 if bf16 else 2
-    patch_dropout = model.vision.patch_dropout if config.patch_dropout is None else config.patch_dropout
+    patch_dropout = model.vision.patch_dropout if config.clip.patch_dropout is None else config.clip.patch_dropout
     dims = config.loss.matryoshka_dims or model.matryoshka_dims
-    sizes = sorted({config.data.image_size, *(p.image_size for p in config.resolution_schedule)})
+    sizes = sorted({config.data.image_size, *(p.image_size for p in config.clip.resolution_schedule)})
     phases = []
     for image_size in sizes:
         params = parameter_count(model, image_size)

@@ -1,10 +1,11 @@
 """``train``: one stage of the recipe, from a TrainConfig to checkpoints and a log.
 
-The loop, per step: one batch per stream, the model family's losses (:mod:`.family`; for the dual
-encoder: embeddings, InfoNCE per stream with its task's temperature, whole or by GradCache chunks,
-:mod:`.grad_cache`), backward and step through the DeepSpeed engine, then the family's post-step
-update (the temperatures clamped); on SIGTERM / SIGUSR1 a checkpoint and :class:`.preemption.Preempted`. Everything that can be wrong with a config is
-checked before any work.
+The loop, per step: the family's phase (a new one: checkpoint, rebuild), one batch per stream, the
+model family's losses (:mod:`.families`; for the dual encoder: embeddings, InfoNCE per stream with
+its task's temperature, whole or by GradCache chunks, :mod:`.step`), backward and step through the
+DeepSpeed engine, then the family's post-step update (the temperatures clamped); on SIGTERM /
+SIGUSR1 a checkpoint and :class:`.preemption.Preempted`. Everything that can be wrong with a
+config is checked before any work.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from torch import nn
-
 from ..config import ConfigError, load_config
 from ..data import MultiStreamLoader
-from . import checkpoint as ckpt
+from . import run_checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, distributed_session, world_info
-from .family import ModelFamily, family_class
+from .engine import build_engine
+from .families import family_class
+from .families.base import ModelFamily
 from .metrics import MetricsLog, peak_flops, truncate_jsonl
-from .optim import build_optimizer, lr_per_tower
+from .optim import lr_per_tower
 from .preemption import Preempted, StopRequest, watch_signals
 
 logger = logging.getLogger(__name__)
@@ -53,45 +54,8 @@ def load_train_config(path: str | Path, overrides: list[str], world_size: int) -
     return config, model_config
 
 
-def image_size_at(config: TrainConfig, step: int) -> int:
-    """The resolution of ``step``: the last schedule phase started by then, else ``data.image_size``."""
-    size = config.data.image_size
-    for phase in config.resolution_schedule:
-        if phase.step <= step:
-            size = phase.image_size
-    return size
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
-def build_engine(config: TrainConfig, family: ModelFamily, model: nn.Module, device: torch.device, start_step: int):
-    """The DeepSpeed engine around ``model``, its AdamW and schedule positioned at ``start_step``."""
-    import deepspeed
-
-    optimizer, schedule = build_optimizer(family.param_groups(model), config.optimizer, config.steps, start_step)
-    ds_config = {
-        "train_micro_batch_size_per_gpu": 1,  # we batch and compute the loss ourselves
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": config.optimizer.grad_clip,
-        "zero_optimization": {"stage": config.zero_stage},
-        "bf16": {"enabled": config.precision == "bf16" and device.type == "cuda"},
-        "steps_per_print": 2**31 - 1,  # our own log
-    }
-    engine, _, _, _ = deepspeed.initialize(
-        model=model.to(device), optimizer=optimizer, lr_scheduler=schedule,
-        config=_deep_merge(ds_config, config.deepspeed),
-    )
-    return engine, optimizer
-
-
-def _per_rank_config(config: TrainConfig, world_size: int, image_size: int):
+def _per_rank_config(config: TrainConfig, world_size: int):
     data = copy.deepcopy(config.data)
-    data.image_size = image_size
     for stream in data.streams.values():
         stream.batch_size //= world_size
     return data
@@ -118,35 +82,17 @@ def _summed_over_ranks(skipped: dict[str, dict[str, int]]) -> dict[str, dict[str
     return total
 
 
-def _resolve_resume(resume: str | None, output: Path) -> Path | None:
-    if resume is None:
-        return None
-    if resume == "auto":
-        path = ckpt.find_latest(output)
-        logger.info("resume auto: %s", path or "no complete checkpoint yet, starting fresh")
-        return path
-    path = Path(resume)
-    if not (path / ckpt.STATE_FILE).is_file():
-        path = ckpt.find_latest(path)
-        if path is None:
-            raise ConfigError(f"--resume: {resume} is not a complete checkpoint")
-    return path
-
-
 def train(config_path: str | Path, output: str | Path, overrides: list[str] = (), resume: str | None = None) -> Path:
     """Run the stage; the final checkpoint's path. Raises :class:`Preempted` after a signal's checkpoint."""
     env = world_info()
     config, model_config = load_train_config(config_path, list(overrides), env.world_size)
     family = family_class(config.family)(config, model_config)
     output = Path(output)
-    init_from = None
-    if config.init_from is not None:
-        init_from = Path(config.init_from)
-        if not (init_from.is_file() or (init_from / ckpt.WEIGHTS_FILE).is_file()):
-            init_from = ckpt.find_latest(init_from)
-            if init_from is None:
-                raise ConfigError(f"{config_path}: init_from: no complete checkpoint in {config.init_from}")
-    resume_path = _resolve_resume(resume, output)
+    try:
+        init_from = ckpt.resolve_init_from(config.init_from)
+    except ConfigError as error:
+        raise ConfigError(f"{config_path}: {error}") from None
+    resume_path = ckpt.resolve_resume(resume, output)
     # Signals are watched from before the loader's workers fork, so they inherit the handler.
     with distributed_session(env) as device, watch_signals() as stop:
         return _run(config, family, env, device, output, init_from, resume_path, stop)
@@ -162,20 +108,20 @@ def _run(
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(resolved)
 
-    # The model is built at the resolution its weights have: the checkpoint's when resuming.
-    state = {"step": 0, "samples": {name: 0 for name in config.data.streams}, "image_size": image_size_at(config, 0)}
+    # The model is built in the phase its weights have: the checkpoint's when resuming.
+    state = {"step": 0, "samples": {name: 0 for name in config.data.streams}, "phase": family.phase(0)}
     if resume_path is not None:
         state = ckpt.read_state(resume_path)
         if state.get("config_hash") != config_hash:
             logger.warning("resuming %s with a changed config", resume_path)
-    model = family.build_model(state["image_size"], init_from)
+    model = family.build_model(state["phase"], init_from)
     engine, optimizer = build_engine(config, family, model, device, state["step"])
+    data = _per_rank_config(config, env.world_size)
 
-    def make_loader(image_size: int) -> MultiStreamLoader:
-        data = _per_rank_config(config, env.world_size, image_size)
-        return family.make_loader(engine.module, data, env.rank, env.world_size)
+    def make_loader(phase) -> MultiStreamLoader:
+        return family.make_loader(engine.module, data, phase, env.rank, env.world_size)
 
-    loader = make_loader(state["image_size"])
+    loader = make_loader(state["phase"])
     keys_path = output / "keys" / f"rank_{env.rank:03d}.jsonl" if config.logging.sample_keys else None
     if resume_path is not None:
         state, loader_state = ckpt.load_checkpoint(engine, resume_path, env)
@@ -200,7 +146,7 @@ def _run(
     def save() -> None:
         state["config_hash"] = config_hash
         ckpt.save_checkpoint(engine, output, env, state, loader.state_dict(), config.checkpoint.keep_last,
-                             export_weights=family.export_weights)
+                             family.write_model)
 
     def backward(loss: torch.Tensor, last: bool) -> None:
         if config.grad_cache_chunk:  # chunks accumulate; gradients are reduced across ranks after the last
@@ -212,21 +158,20 @@ def _run(
     window_start, window_samples, window_flops = time.perf_counter(), 0, 0.0
     while state["step"] < config.steps:
         step = state["step"]
-        if image_size_at(config, step) != state["image_size"]:
-            # A new resolution changes the position-embedding shape, so the engine is rebuilt from
-            # this step's fp32 weights (Adam moments restart, the schedule continues).
-            new_size = image_size_at(config, step)
+        if (phase := family.phase(step)) != state["phase"]:
+            # A new phase changes the model's shape (a resolution: the position embedding), so the
+            # engine is rebuilt from this step's fp32 weights (Adam moments restart, the schedule continues).
             path = ckpt.checkpoint_dir(output, step)
             if not (path / ckpt.STATE_FILE).is_file():
                 save()
-            logger.info("step %d: resolution %d -> %d px", step, state["image_size"], new_size)
+            logger.info("step %d: phase %s -> %s", step, state["phase"], phase)
             del engine, optimizer, model
             gc.collect()
-            model = family.build_model(new_size, path)
+            model = family.build_model(phase, path)
             engine, optimizer = build_engine(config, family, model, device, step)
-            state["image_size"] = new_size
+            state["phase"] = phase
             data_state = loader.state_dict()
-            loader = make_loader(new_size)
+            loader = make_loader(phase)
             loader.load_state_dict(data_state)
             batches_iter = iter(loader)
 
@@ -240,7 +185,7 @@ def _run(
         for name, count in local.items():
             state["samples"][name] += count * env.world_size
         window_samples += sum(local.values())
-        flops = family.step_flops(engine.module, batches, state["image_size"])
+        flops = family.step_flops(engine.module, batches, state["phase"])
         window_flops = None if flops is None or window_flops is None else window_flops + flops
         if keys_path is not None:
             with keys_path.open("a") as f:
@@ -260,9 +205,8 @@ def _run(
                 log.log({
                     "step": step,
                     **scalars,
-                    **family.scalars(engine.module),
+                    **family.scalars(engine.module, state["phase"]),
                     "lr": lr_per_tower(optimizer),
-                    "image_size": state["image_size"],
                     "samples": dict(state["samples"]),
                     "samples_per_s": window_samples / elapsed,  # per rank
                     "mfu": window_flops / elapsed / peak if peak and window_flops is not None else None,

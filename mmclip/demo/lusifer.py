@@ -4,7 +4,7 @@
    generator's own sample builders (no images): plain texts (long scene descriptions, the
    Wikitext-style reconstruction set), query -> positive pairs, triplets with 7 one-attribute hard
    negatives, the held-out ``eval/text_retrieval/{lang}`` BEIR sets, the XLM-R-format encoder
-   tokenizer, and a tiny Mistral with its BPE tokenizer (:mod:`mmclip.tiny_llm`);
+   tokenizer, and a tiny Mistral with its BPE tokenizer (:mod:`data_pipelines.synthetic.text_corpus`);
 2. trains alignment (``configs/lusifer/demo_align.yaml``) then finetuning (``demo_finetune.yaml``,
    from alignment's final checkpoint) with the real trainer;
 3. after each stage exports the checkpoint (``DIR/hf_align``, ``DIR/hf``) and scores per-language
@@ -18,92 +18,27 @@ See ``docs/lusifer.md`` for the expected numbers and time.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from ..config import CONFIG_DIR as CONFIGS
+from .common import run_on_every_core
+from .common import stage_overrides as demo_stage_overrides
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs" / "lusifer"
+CONFIG_DIR = CONFIGS / "lusifer"
 STAGES = {"align": "demo_align.yaml", "finetune": "demo_finetune.yaml"}
-SIZES = {"texts": 800, "pairs": 800, "triplets": 600, "eval_queries": 40}
-ENCODER_VOCAB, LLM_VOCAB = 2000, 2000
-LLM_PRETRAIN_STEPS = 200
-SEED = 0
-
-
-def write_corpus(directory: Path, scale: float = 1.0, seed: int = SEED) -> dict:
-    """The demo's data (see the module docstring), ``scale`` times ``SIZES``; its counts for the report."""
-    from data_pipelines.synthetic.eval_sets import write_text_retrieval
-    from data_pipelines.synthetic.languages import LANGUAGES
-    from data_pipelines.synthetic.samples import Context, text_pair, text_triplet
-
-    from .data.shards import ShardSetWriter
-    from .tiny_llm import write_tiny_mistral
-    from .tokenizer import train_tokenizer
-
-    ctx = Context(seed, LANGUAGES)
-    sizes = {name: max(16, round(size * scale)) for name, size in SIZES.items()}
-    texts: dict[str, None] = {}
-    records = {
-        "text": (description(ctx, i) for i in range(sizes["texts"])),
-        "text_pair": (text_pair(ctx, i) for i in range(sizes["pairs"])),
-        "text_triplet": (text_triplet(ctx, i) for i in range(sizes["triplets"])),
-    }
-    counts = {}
-    for kind, stream in records.items():
-        with ShardSetWriter(directory / "train" / kind, kind, max_samples=200, mtime=0) as writer:
-            for record in stream:
-                writer.write(record)
-                fields = [record.text] if kind == "text" else [record.query, record.positive]
-                texts.update(dict.fromkeys(fields + list(getattr(record, "negatives", []))))
-        counts[kind] = writer.summary.written
-    write_text_retrieval(directory / "eval" / "text_retrieval", ctx, sizes["eval_queries"])
-    corpus = list(texts)
-    train_tokenizer(corpus, ENCODER_VOCAB, directory / "tokenizer")
-    write_tiny_mistral(directory / "mistral", corpus, vocab_size=LLM_VOCAB, seed=seed,
-                       pretrain_steps=max(10, round(LLM_PRETRAIN_STEPS * scale)))
-    return {"train": counts, "eval_queries_per_language": sizes["eval_queries"], "languages": list(LANGUAGES)}
-
-
-def description(ctx, index: int):
-    """A plain-text passage: one scene's long description in the language whose turn it is."""
-    from data_pipelines.synthetic.languages import GRAMMARS
-    from data_pipelines.synthetic.randomness import rng_for
-    from data_pipelines.synthetic.scenes import sample_scene
-
-    from .data.formats import Text
-
-    rng = rng_for(ctx.seed, "text", index)
-    language = ctx.language(index)
-    text = GRAMMARS[language].long_caption(sample_scene(rng, pair=True))
-    return Text(f"text-{index:08d}", text, language, "synthetic/scenes")
 
 
 def stage_overrides(stage: str, output: Path, init_from: Path | None, scale: float = 1.0) -> list[str]:
-    """Point a demo config at the generated corpus, its tokenizers and the tiny Mistral; chain the stages."""
-    from .config import load_yaml
-    from .tokenizer import load_tokenizer
+    """A demo stage on the generated corpus, its tokenizers and the tiny Mistral, chained to the last stage."""
+    from ..tokenizer import load_tokenizer
 
-    config = load_yaml(CONFIG_DIR / STAGES[stage])
     data = output / "data"
-    overrides = [f"model={json.dumps(str(REPO / config['model']))}"]
-    for name, stream in config["data"]["streams"].items():
-        overrides.append(f"data.streams.{name}.shards={json.dumps([str(output / s) for s in stream['shards']])}")
-    vocab_size = len(load_tokenizer(data / "tokenizer"))
     model_overrides = [
-        f"encoder.tokenizer={data / 'tokenizer'}", f"encoder.vocab_size={vocab_size}",
+        f"encoder.tokenizer={data / 'tokenizer'}", f"encoder.vocab_size={len(load_tokenizer(data / 'tokenizer'))}",
         f"llm_pretrained={data / 'mistral'}", f"llm_tokenizer={data / 'mistral'}",
     ]
-    overrides.append(f"model_overrides={json.dumps(model_overrides)}")
-    if init_from is not None:
-        overrides.append(f"init_from={json.dumps(str(init_from))}")
-    if scale != 1.0:
-        steps = max(2, round(config["steps"] * scale))
-        overrides += [f"steps={steps}", f"optimizer.warmup_steps={round(config['optimizer']['warmup_steps'] * scale)}"]
-    return overrides
+    return demo_stage_overrides(CONFIG_DIR / STAGES[stage], output, model_overrides, init_from, scale)
 
 
 def evaluate(model_dir: Path, data: Path) -> dict[str, float]:
@@ -116,24 +51,15 @@ def evaluate(model_dir: Path, data: Path) -> dict[str, float]:
 
 def main(output: Path, scale: float = 1.0) -> int:
     """The command: into a new directory, on every core."""
-    import torch
-
-    if output.exists() and any(output.iterdir()):
-        logger.error("%s is not empty; the demo writes into a new directory", output)
-        return 1
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
-    try:
-        run(output, scale)
-    finally:
-        torch.set_num_threads(threads)
-    return 0
+    return run_on_every_core(output, lambda: run(output, scale))
 
 
 def run(output: Path, scale: float = 1.0) -> dict:
     """The demo into ``output``; ``scale`` multiplies the corpus, the LLM's pretraining and the steps."""
-    from .export import export
-    from .train import train
+    from data_pipelines.synthetic.text_corpus import write_corpus
+
+    from ..export import export
+    from ..train import train
 
     start = time.perf_counter()
     report: dict = {"scale": scale, "stages": {}}

@@ -1,12 +1,13 @@
-"""Step checkpoints that a killed run can always resume from.
+"""Run checkpoints that a killed run can always resume from; they know no model by name.
 
 Layout of ``OUTPUT/checkpoints/step_000123/``::
 
     deepspeed/            engine.save_checkpoint: module, optimizer (ZeRO partitions), schedule
     rank_000.json ...     per rank: loader state and RNG states
-    trainer_state.json    step, samples seen per stream, image size, config hash
-    model.safetensors     the full fp32 state dict (MMCLIP, or LUSIFER with LoRA merged), readable without DeepSpeed
-    model.yaml            its model config (at the checkpoint's image size)
+    trainer_state.json    step, samples seen per stream, the family's phase, config hash
+    model.yaml, model.safetensors, tokenizer/ ...
+                          the model checkpoint (:mod:`mmclip.checkpoint`), written by the model
+                          family from the full fp32 weights: readable without DeepSpeed
 
 Everything is written into ``step_000123.tmp/``; after a barrier rank 0 renames it (atomic) and
 replaces ``latest``, so a directory without ``.tmp`` is complete. Older ones beyond ``keep_last``
@@ -26,10 +27,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 
-from ..models import MMCLIP
+from .. import checkpoint as model_checkpoint
+from ..config import ConfigError
 from .distributed import DistEnv, barrier
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d+)$")
 DEEPSPEED_TAG = "deepspeed"
 STATE_FILE = "trainer_state.json"
-WEIGHTS_FILE = "model.safetensors"
-LOGIT_SCALES = ("logit_scale_image_text", "logit_scale_text_text")  # trained as [1], exported 0-d as in MMCLIP
+# Writes the model checkpoint into a directory from the engine's module and its full fp32 weights.
+WriteModel = Callable[[Path, Any, dict[str, torch.Tensor]], None]
 
 
 def checkpoint_dir(output: Path, step: int) -> Path:
@@ -82,17 +82,6 @@ def _to_tuple(value: Any) -> Any:
     return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
 
 
-def model_config_dict(model: MMCLIP) -> dict[str, Any]:
-    """The model config as a YAML-able dict of init fields only (derived properties left out)."""
-
-    def init_fields(node: Any) -> Any:
-        if dataclasses.is_dataclass(node):
-            return {f.name: init_fields(getattr(node, f.name)) for f in dataclasses.fields(node) if f.init}
-        return node
-
-    return init_fields(model.config)
-
-
 def _full_fp32_state_dict(engine, tmp: Path) -> dict[str, torch.Tensor]:
     """fp32 weights: the module's own where they are complete and fp32, else the ZeRO fp32 masters."""
     if engine.zero_optimization_stage() < 3 and not engine.bfloat16_enabled():
@@ -101,18 +90,18 @@ def _full_fp32_state_dict(engine, tmp: Path) -> dict[str, torch.Tensor]:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         weights = get_fp32_state_dict_from_zero_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
-    weights = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
-    return {k: v.reshape(()) if k in LOGIT_SCALES else v for k, v in weights.items()}
+    return {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
 
 
 def save_checkpoint(
     engine, output: Path, env: DistEnv, state: dict[str, Any], loader_state: dict[str, Any], keep_last: int,
-    export_weights: Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    write_model: WriteModel,
 ) -> Path:
     """Write the checkpoint of ``state["step"]`` (collective: every rank calls it).
 
-    ``export_weights(module, state_dict)`` turns the full fp32 state dict into ``model.safetensors``
-    (LUSIFER merges its LoRA adapters there); the engine's own checkpoint keeps the module as trained.
+    ``write_model(directory, module, weights)`` writes the model checkpoint from the full fp32 state
+    dict (the family's: LUSIFER merges its LoRA adapters there); the engine's own checkpoint keeps
+    the module as trained.
     """
     final = checkpoint_dir(output, state["step"])
     tmp = final.with_name(final.name + ".tmp")
@@ -124,13 +113,9 @@ def save_checkpoint(
     (tmp / f"rank_{env.rank:03d}.json").write_text(json.dumps({"loader": loader_state, "rng": _rng_state()}))
     barrier()
     if env.is_main:
-        weights = _full_fp32_state_dict(engine, tmp)
-        if export_weights is not None:
-            weights = export_weights(engine.module, weights)
-        save_file(weights, str(tmp / WEIGHTS_FILE))
-        (tmp / "model.yaml").write_text(yaml.safe_dump(model_config_dict(engine.module), sort_keys=False))
+        write_model(tmp, engine.module, _full_fp32_state_dict(engine, tmp))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))  # last: marks the content complete
-        if final.exists():  # the same step saved again (a resolution switch after resume)
+        if final.exists():  # the same step saved again (a phase change after resume)
             shutil.rmtree(final)
         os.replace(tmp, final)
         latest = final.parent / "latest"
@@ -167,15 +152,31 @@ def read_state(path: Path) -> dict[str, Any]:
     return json.loads((path / STATE_FILE).read_text())
 
 
-def load_model_weights(model: MMCLIP, path: Path) -> None:
-    """Load ``model.safetensors`` of a checkpoint into ``model``, first matching its vision grid.
+def resolve(spec: str | Path, key: str, accept: Callable[[Path], bool]) -> Path:
+    """The checkpoint ``spec`` names: itself when ``accept`` takes it, else the newest complete one
+    under it (a run directory or its ``checkpoints/``); ``key`` names the setting in the error."""
+    path = Path(spec)
+    if accept(path):
+        return path
+    latest = find_latest(path)
+    if latest is None:
+        raise ConfigError(f"{key}: {spec} is not a complete checkpoint, nor a run directory with one")
+    return latest
 
-    The tower is moved to the checkpoint's resolution so the position embedding loads as trained;
-    the caller then resizes it to the stage's own.
-    """
-    weights = load_file(str(path / WEIGHTS_FILE if path.is_dir() else path))
-    grid = round((weights["vision.pos_embed"].shape[1] - 1) ** 0.5)
-    # Compare grids, not sizes: 512 px and 504 px share the 36x36 grid, and 512 must stay 512.
-    if grid != model.vision.config.grid_size:
-        model.vision.set_image_size(grid * model.vision.config.patch_size)
-    model.load_state_dict(weights)
+
+def resolve_resume(resume: str | None, output: Path) -> Path | None:
+    """``--resume``: ``auto`` (the newest complete checkpoint in ``output``, or a fresh start) or a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        path = find_latest(output)
+        logger.info("resume auto: %s", path or "no complete checkpoint yet, starting fresh")
+        return path
+    return resolve(resume, "--resume", lambda path: (path / STATE_FILE).is_file())
+
+
+def resolve_init_from(init_from: str | None) -> Path | None:
+    """``init_from``: a model checkpoint, its ``model.safetensors``, or a run directory (its newest)."""
+    if init_from is None:
+        return None
+    return resolve(init_from, "init_from", lambda path: path.is_file() or model_checkpoint.is_checkpoint(path))

@@ -1,4 +1,7 @@
-"""One training step's embeddings and losses, whole or by GradCache chunks (Gao et al., 2021).
+"""One contrastive training step's embeddings and losses, whole or by GradCache chunks (Gao et al., 2021).
+
+Pixels arrive as the loader made them, ``uint8``; they are normalised here, on the device, and
+nowhere else in training.
 
 The contrastive loss couples every sample of the global batch, so a batch larger than activation
 memory cannot be split into independent micro-batches. GradCache splits the model's work instead:
@@ -25,18 +28,13 @@ from typing import Any
 
 import torch
 
-from ..data import normalize
+from ..data.transforms import normalize
 from ..losses import InfoNCELoss
-from ..models import MMCLIP
 
 Embeddings = dict[str, torch.Tensor]  # "query", "positive" [B, D]; "negatives" [B, k, D] for triplets
 Backward = Callable[[torch.Tensor, bool], None]  # (surrogate loss, is the step's last backward)
 StepLosses = tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]  # total, per stream {"loss", "loss@d"}
-
-
-def logit_scale_name(kind: str) -> str:
-    """The temperature of a stream kind: one for image-text, one for every text-text task."""
-    return "logit_scale_image_text" if kind == "image_text" else "logit_scale_text_text"
+LogitScale = Callable[[str], torch.Tensor]  # stream kind -> log(1 / temperature), from the model family
 
 
 def embed_stream(forward: Callable[..., Any], kind: str, batch: dict[str, Any], dtype: torch.dtype) -> Embeddings:
@@ -93,12 +91,13 @@ class RandomState:
 
 @dataclass
 class ContrastiveStep:
-    """What one step needs besides its batches: ``forward`` is the model or its engine, ``kinds``
-    the stream kinds, ``weights`` the stream-loss weights (default 1), ``backward(loss, last)``
-    the engine's backward. Both step flavours return the detached total and stream losses."""
+    """What one step needs besides its batches: ``forward`` is the model or its engine,
+    ``logit_scale(kind)`` the family's temperature of a stream kind, ``kinds`` the stream kinds,
+    ``weights`` the stream-loss weights (default 1), ``backward(loss, last)`` the engine's backward.
+    Both step flavours return the detached total and stream losses."""
 
     forward: Callable[..., Any]
-    model: MMCLIP
+    logit_scale: LogitScale
     kinds: dict[str, str]
     loss_fn: InfoNCELoss
     weights: dict[str, float]
@@ -116,8 +115,7 @@ class ContrastiveStep:
         """Every stream embedded in one piece with gradients, one backward."""
         losses = {}
         for name, batch in batches.items():
-            losses[name] = stream_loss(self.loss_fn, self.embed(name, batch),
-                                       getattr(self.model, logit_scale_name(self.kinds[name])))
+            losses[name] = stream_loss(self.loss_fn, self.embed(name, batch), self.logit_scale(self.kinds[name]))
         total = self.weighted_total(losses)
         self.backward(total, True)
         return total.detach(), _detached(losses)
@@ -139,13 +137,14 @@ class ContrastiveStep:
             cached[name] = {key: torch.cat([p[key] for p in parts]).float().requires_grad_() for key in parts[0]}
 
         # 2. The loss of the whole batch, differentiated w.r.t. the embeddings and detached temperature
-        # copies only: the model's parameters get their gradients from step 3, through ``backward``.
-        names = {logit_scale_name(self.kinds[name]) for name in batches}
-        scales = {attr: getattr(self.model, attr).detach().requires_grad_() for attr in sorted(names)}
+        # copies only (one per stream kind): the model's parameters get their gradients from step 3,
+        # through ``backward``.
+        kinds = sorted({self.kinds[name] for name in batches})
+        scales = {kind: self.logit_scale(kind).detach().requires_grad_() for kind in kinds}
         # Stream by stream: only one stream's logits are alive at a time (the gradients add up).
         losses = {}
         for name in batches:
-            losses[name] = stream_loss(self.loss_fn, cached[name], scales[logit_scale_name(self.kinds[name])])
+            losses[name] = stream_loss(self.loss_fn, cached[name], scales[self.kinds[name]])
             (self.weights.get(name, 1.0) * losses[name]["loss"]).backward()
 
         # 3. Each chunk again with gradients, against its slice of the cached embedding gradients.
@@ -156,10 +155,11 @@ class ContrastiveStep:
             start, size = offsets[name], len(chunk["keys"])
             offsets[name] += size
             surrogate = sum((embeds[key].float() * cached[name][key].grad[start:start + size]).sum() for key in embeds)
-            if index == 0:  # the temperatures' gradients join the first backward
-                for attr, scale in scales.items():
-                    if scale.grad is not None:
-                        surrogate = surrogate + (getattr(self.model, attr) * scale.grad).sum()
+            if index == 0:  # the temperatures' gradients join the first backward (a fixed one has none)
+                for kind, scale in scales.items():
+                    live = self.logit_scale(kind)
+                    if scale.grad is not None and live.requires_grad:
+                        surrogate = surrogate + (live * scale.grad).sum()
             self.backward(surrogate, index == len(chunks) - 1)
         return self.weighted_total(losses).detach(), _detached(losses)
 

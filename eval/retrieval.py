@@ -26,13 +26,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .data.transforms import ImageTransform, normalize
-from .tokenizer import tokenize
+from mmclip.data.transforms import ImageTransform, normalize
+from mmclip.tokenizer import tokenize
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from .models import MMCLIP
+    from mmclip.models import MMCLIP
 
 # Preferred first: crossmodal3600 knows every synthetic language (hi, ar; Japanese as "ja").
 ANNOTATION_PATTERNS = (r"crossmodal3600_captions-(?P<lang>[\w-]+)\.json", r"xtd10-(?P<lang>[\w-]+)\.json")

@@ -7,7 +7,7 @@
   The causal loss is a choice (ULLME, GritLM): the reference code trains next-token prediction
   with bidirectional attention, where every unmasked target token is visible to its own prediction.
 * ``finetune`` (stage 2): InfoNCE with in-batch and hard negatives, the same
-  :class:`~mmclip.train.grad_cache.ContrastiveStep` (whole or GradCache chunks) as the dual
+  :class:`~mmclip.train.step.ContrastiveStep` (whole or GradCache chunks) as the dual
   encoder, at the fixed temperature of the model config (0.05).
 
 Parts train with peft LoRA (``inject_adapter_in_model``: adapters become ordinary parameters of the
@@ -23,21 +23,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import math
+
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from ..config import ConfigError
-from ..data import MultiStreamLoader
-from ..data.config import DataConfig
-from ..factory import create_lusifer_model, load_lusifer_config
-from ..losses import InfoNCELoss
-from ..models import LusiferConfig, LusiferModel
-from ..tokenizer import load_tokenizer
-from . import checkpoint as ckpt
-from .config import LoraSettings, TrainConfig
-from .family import ModelFamily
-from .grad_cache import ContrastiveStep, StepLosses, to_device
+from ... import checkpoint
+from ...config import ConfigError
+from ...data import MultiStreamLoader
+from ...data.config import DataConfig
+from ...factory import create_lusifer_model, load_lusifer_config
+from ...losses import InfoNCELoss
+from ...models import LusiferConfig, LusiferModel
+from ...tokenizer import load_tokenizer
+from ..config import LUSIFER_STAGES, LoraSettings, TrainConfig
+from ..step import StepLosses, to_device
+from .base import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,6 @@ class LusiferFamily(ModelFamily):
     def __init__(self, config: TrainConfig, model_config: LusiferConfig):
         super().__init__(config, model_config)
         self.settings = config.lusifer
-        self.kinds = {name: stream.kind for name, stream in config.data.streams.items()}
         dims = config.loss.matryoshka_dims or [model_config.embed_dim]
         self.loss_fn = InfoNCELoss(dims, config.loss.matryoshka_weights)
         self.mask_token_id: int | None = None  # alignment: the encoder tokenizer's <mask> and special ids
@@ -88,6 +88,15 @@ class LusiferFamily(ModelFamily):
 
     @staticmethod
     def load_model_config(config: TrainConfig, path: str | Path) -> LusiferConfig:
+        settings = config.lusifer
+        kinds = LUSIFER_STAGES[settings.stage]
+        for name, stream in config.data.streams.items():
+            if stream.kind not in kinds:
+                raise ConfigError(f"{path}: data.streams.{name}.kind: a LUSIFER {settings.stage} stage reads {kinds}, "
+                                  f"got {stream.kind!r}")
+        if settings.stage != "finetune" and config.grad_cache_chunk:
+            raise ConfigError(f"{path}: grad_cache_chunk: is for the contrastive (finetune) stage; alignment losses "
+                              "are per sample")
         model_config = load_lusifer_config(config.model, config.model_overrides)
         if model_config.encoder.tokenizer is None:
             raise ConfigError(f"{path}: model_overrides: the model config names no encoder.tokenizer, which training needs")
@@ -101,12 +110,12 @@ class LusiferFamily(ModelFamily):
             raise ConfigError(f"{path}: loss.matryoshka_dims: must end with the LLM width {model_config.embed_dim}")
         return model_config
 
-    def build_model(self, image_size: int, weights: Path | None) -> LusiferModel:
+    def build_model(self, phase: None, weights: Path | None) -> LusiferModel:
         with torch.random.fork_rng(devices=[]):  # the same initial weights (and adapters) on every rank
             torch.manual_seed(self.config.seed)
             model = create_lusifer_model(self.model_config, pretrained=weights is None)
             if weights is not None:  # a previous stage: LoRA already merged into plain weights
-                model.load_state_dict(load_file(str(weights / ckpt.WEIGHTS_FILE if weights.is_dir() else weights)))
+                checkpoint.load_weights(model, weights)
             model.lm_head.requires_grad_(False)
             for name in ("encoder", "llm"):
                 training, part = getattr(self.settings, name), getattr(model, name)
@@ -130,7 +139,8 @@ class LusiferFamily(ModelFamily):
                                    "lr": optimizer.lr_text})
         return groups
 
-    def make_loader(self, model: LusiferModel, data: DataConfig, rank: int, world_size: int) -> MultiStreamLoader:
+    def make_loader(self, model: LusiferModel, data: DataConfig, phase: None, rank: int,
+                    world_size: int) -> MultiStreamLoader:
         tokenizer = load_tokenizer(self.model_config.encoder.tokenizer, self.model_config.encoder)
         self.mask_token_id = tokenizer.mask_token_id
         target_tokenizer = None
@@ -153,11 +163,7 @@ class LusiferFamily(ModelFamily):
 
     def step(self, engine, batches, dtype, device, backward) -> StepLosses:
         if self.settings.stage == "finetune":
-            contrastive = ContrastiveStep(engine, engine.module, self.kinds, self.loss_fn, self.config.loss.weights,
-                                          dtype, device, backward)
-            if self.config.grad_cache_chunk:
-                return contrastive.grad_cache(batches, self.config.grad_cache_chunk)
-            return contrastive.whole(batches)
+            return self.contrastive_step(engine, batches, dtype, device, backward)
         losses = {}
         for name, batch in batches.items():
             batch = to_device(batch, device)
@@ -173,8 +179,12 @@ class LusiferFamily(ModelFamily):
         backward(total, True)
         return total.detach(), {name: {"loss": out["loss"].detach()} for name, out in losses.items()}
 
-    def scalars(self, module: LusiferModel) -> dict[str, Any]:
+    def logit_scale(self, model: LusiferModel, kind: str) -> torch.Tensor:
+        """The model config's fixed temperature (0.05) for every text-text stream."""
+        return torch.tensor(-math.log(model.config.temperature), device=model.connector.token.device)
+
+    def scalars(self, module: LusiferModel, phase: None) -> dict[str, Any]:
         return {"temperature": {"text_text": module.config.temperature}} if self.settings.stage == "finetune" else {}
 
-    def export_weights(self, module: LusiferModel, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def checkpoint_weights(self, module: LusiferModel, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return merge_lora(weights, self.settings.lora.alpha / self.settings.lora.r)

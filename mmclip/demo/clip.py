@@ -5,7 +5,7 @@
    ``configs/demo/stage{1,2,3}.yaml`` configs (Table 6's structure, scaled down: 64 -> 80 -> 96 px
    with 8 px patches, 64 tokens), each stage starting from the previous one's final checkpoint;
 3. after each stage, scores held-out image <-> text retrieval in every language
-   (:mod:`mmclip.retrieval`, clip_benchmark's metric) and writes ``DIR/report.json`` and a table;
+   (:mod:`eval.retrieval`, clip_benchmark's metric) and writes ``DIR/report.json`` and a table;
 4. exports the final checkpoint as a Hugging Face directory (``DIR/hf``), indexes the held-out
    images with ``mmclip search`` (``DIR/index``) and looks a few captions up in other languages.
 
@@ -23,10 +23,12 @@ import os
 import time
 from pathlib import Path
 
+from ..config import CONFIG_DIR as CONFIGS
+from .common import run_on_every_core, stage_overrides
+
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs" / "demo"
+CONFIG_DIR = CONFIGS / "demo"
 STAGES = ("stage1", "stage2", "stage3")
 SIZES = ("tiny", "small")
 IMAGE_SIDE = 128  # scene images' long side: the towers see 64-96 px, and small JPEGs decode fast
@@ -52,21 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    if args.output.exists() and any(args.output.iterdir()):
-        logger.error("%s is not empty; the demo writes into a new directory", args.output)
-        return 1
     # Every core computes, and the demo configs decode images in the training process (no loader
     # worker): 128 px JPEGs decode in well under a millisecond, and on 2 cores this ran 1.25x faster
     # than one compute thread beside a worker process (a worker beside two threads: 1.15x).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
-    try:
-        _run(args.output, args.size, args.workers, args.scale)
-    finally:
-        torch.set_num_threads(threads)
-    return 0
+    return run_on_every_core(args.output, lambda: _run(args.output, args.size, args.workers, args.scale))
 
 
 def _run(output: Path, size: str, workers: int, scale: float) -> None:
@@ -113,56 +104,31 @@ def _generate_corpus(directory: Path, size: str, workers: int) -> float:
 
 
 def _stage_overrides(stage: str, output: Path, init_from: Path | None, scale: float = 1.0) -> list[str]:
-    """Point a demo config at the generated corpus and its tokenizer, and chain it to the last stage.
-
-    The demo YAMLs name shards relative to the demo directory (``data/train/...``) and the model
-    relative to the repository, so they work from any working directory.
-    """
-    from mmclip.config import load_yaml
-
-    config = load_yaml(CONFIG_DIR / f"{stage}.yaml")
-    overrides = [f"model={json.dumps(str(REPO / config['model']))}"]
-    for name, stream in config["data"]["streams"].items():
-        shards = [str(output / shard) for shard in stream["shards"]]
-        overrides.append(f"data.streams.{name}.shards={json.dumps(shards)}")
+    """A demo stage on the generated corpus and its tokenizer, chained to the last stage."""
     corpus = output / "data"
     vocab_size = json.loads((corpus / "corpus.json").read_text())["tokenizer"]["vocab_size"]
     model_overrides = [f"text.tokenizer={corpus / 'tokenizer'}", f"text.vocab_size={vocab_size}"]
-    overrides.append(f"model_overrides={json.dumps(model_overrides)}")
-    if init_from is not None:
-        overrides.append(f"init_from={json.dumps(str(init_from))}")
-    if scale != 1.0:
-        steps = max(2, round(config["steps"] * scale))
-        schedule = [
-            {**phase, "step": min(round(phase["step"] * scale), steps - 1)} for phase in config["resolution_schedule"]
-        ]
-        # Switches rounded onto the same step: the later size wins.
-        schedule = list({phase["step"]: phase for phase in schedule}.values())
-        warmup = round(config["optimizer"].get("warmup_steps", 0) * scale)
-        overrides += [f"steps={steps}", f"optimizer.warmup_steps={warmup}"]
-        overrides.append(f"resolution_schedule={json.dumps(schedule)}")
-    return overrides
+    return stage_overrides(CONFIG_DIR / f"{stage}.yaml", output, model_overrides, init_from, scale)
 
 
 def _train(config: Path, output: Path, overrides: list[str]) -> Path:
     """The trainer's entry point (the same code as ``mmclip train``); returns the final checkpoint."""
-    from mmclip.train import train
+    from ..train import train
 
     return Path(train(config, output, overrides=overrides))
 
 
 def _evaluate(config_path: Path, overrides: list[str], checkpoint: Path, corpus: Path) -> tuple[dict, int]:
     """Held-out retrieval of a stage's final checkpoint, at its resolution and longest context."""
-    from mmclip.factory import create_model
-    from mmclip.retrieval import evaluate_retrieval
-    from mmclip.tokenizer import load_tokenizer
-    from mmclip.train import load_train_config
-    from mmclip.train.checkpoint import load_model_weights
+    from eval.retrieval import evaluate_retrieval
+
+    from .. import checkpoint as model_checkpoint
+    from ..tokenizer import load_tokenizer
+    from ..train import load_train_config
 
     config, _ = load_train_config(config_path, overrides, world_size=1)
-    model = create_model(config.model, overrides=config.model_overrides, pretrained=False)
-    load_model_weights(model, checkpoint)  # also moves the vision tower to the checkpoint's resolution
-    tokenizer = load_tokenizer(corpus / "tokenizer", model.config.text)
+    model = model_checkpoint.load(checkpoint)  # at the checkpoint's resolution, with its own tokenizer
+    tokenizer = load_tokenizer(model.config.text.tokenizer, model.config.text)
     context_length = max(config.data.context(name) for name in config.data.streams)
     metrics = evaluate_retrieval(model, corpus / "eval" / "clip_benchmark", tokenizer, context_length=context_length)
     return metrics, model.config.vision.image_size
@@ -178,8 +144,8 @@ def search_example(checkpoint: Path, output: Path, corpus: Path) -> dict:
     Prints each query's top 3 and returns, per language, how many of its captions found their own
     image first (``top1``) among ``SEARCH_QUERIES`` held-out captions.
     """
-    from mmclip.export import export
-    from mmclip.search import SearchIndex, build_index, load_model, search
+    from ..export import export
+    from ..search import SearchIndex, build_index, load_model, search
 
     hf, index_dir = output / "hf", output / "index"
     export(checkpoint, hf)
