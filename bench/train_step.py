@@ -7,7 +7,7 @@ contrastive loss over the batch (local loss, one process), backward, AdamW.
 * mmclip: ``MMCLIP`` from ``configs/model/jina-clip-v2.yaml`` (EVA02-L/14 + Jina-XLM-R), the
   trainer's own step (``mmclip.train.step.ContrastiveStep.whole``: InfoNCE at every Matryoshka dim),
   per attention backend (``mmclip.models.attention``), and also at 384 and 512 px; compiled as the
-  trainer compiles it (``compile: true``, ``mmclip.train.compile.compile_towers``).
+  trainer compiles it (``clip.compile: true``, ``mmclip.train.compile.compile_towers``).
 * open_clip: ``CLIP`` with open_clip's EVA02-L-14 vision config (timm ``eva02_large_patch14_clip_224``)
   and an HF XLM-R-large text tower built from a local ``XLMRobertaConfig`` (no hub), mean-pooled as
   in open_clip's ``xlm-roberta-large-ViT-H-14``; ``ClipLoss(local_loss=True)``; compiled as open_clip's

@@ -1,4 +1,4 @@
-"""``compile: true`` in a stage config: both towers run under ``torch.compile``.
+"""``clip.compile: true`` in a stage config: both towers run under ``torch.compile``.
 
 Each tower is compiled in place (``nn.Module.compile``), so parameter names, checkpoints and the
 DeepSpeed engine see the same module. The first steps are slow while inductor compiles (and once
@@ -7,7 +7,7 @@ more per new caption length, after which lengths are traced as dynamic). The tex
 
 Fallback: if dynamo or inductor fails on a frame (no C++ compiler on a CPU machine, an op it
 cannot trace), that frame runs eagerly with one warning from torch
-(``torch._dynamo.config.suppress_errors``) and training goes on at eager speed; ``compile: false``
+(``torch._dynamo.config.suppress_errors``) and training goes on at eager speed; ``clip.compile: false``
 turns it off entirely.
 """
 
