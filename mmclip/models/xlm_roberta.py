@@ -209,7 +209,9 @@ class XLMRobertaTextTower(nn.Module):
             x = self._run_layers(x, packing.pack(position_ids), packing=packing)
             return packing.unpack(x), mask
         x = self.embeddings(input_ids, position_ids)
-        x = self._run_layers(x, position_ids, mask=None if all_real else mask)
+        if all_real:  # no mask to apply, in attention or after it
+            return self._run_layers(x, position_ids), mask
+        x = self._run_layers(x, position_ids, mask=mask)
         return x * mask.unsqueeze(-1).to(x.dtype), mask
 
     def forward(
