@@ -105,15 +105,16 @@ def check_attention(device: torch.device) -> dict:
 
 def memory_estimate(batch: int, patch_dropout: float, checkpointing: bool) -> float:
     """``mmclip info --memory``'s peak for one image-text micro-batch of ``batch`` on one GPU."""
-    from mmclip.train import load_train_config
+    from mmclip.config import load_config
+    from mmclip.factory import load_model_config
+    from mmclip.train.config import TrainConfig
     from mmclip.train.memory import estimate_memory
 
     stream = {"image_text": {"kind": "image_text", "shards": ["unused"], "batch_size": batch}}
     overrides = [f"data.streams={json.dumps(stream)}", "grad_cache_chunk={}", "clip.resolution_schedule=[]",
-                 f"clip.patch_dropout={patch_dropout}", f"gradient_checkpointing={str(checkpointing).lower()}",
-                 "model_overrides=[\"text.tokenizer=unused\"]"]
-    config, model_config = load_train_config(REPO / "configs" / "stage1_1gpu.yaml", overrides, world_size=1)
-    return estimate_memory(config, model_config, 1)["peak_gb"]
+                 f"clip.patch_dropout={patch_dropout}", f"gradient_checkpointing={str(checkpointing).lower()}"]
+    config = load_config(TrainConfig, REPO / "configs" / "stage1_1gpu.yaml", overrides)
+    return estimate_memory(config, load_model_config(config.model, config.model_overrides), 1)["peak_gb"]
 
 
 def check_train_step(args, device: torch.device, deadline: float) -> dict:
