@@ -273,8 +273,8 @@ def main() -> int:
         if generator.poll() is None:
             generator.kill()
     report["seconds"] = round(time.monotonic() - start, 1)
-    report["ok"] = all("result" in s for s in report["sections"].values()) and report["sections"]["attention"][
-        "result"]["ok"]
+    sections = report["sections"]
+    report["ok"] = all("result" in s for s in sections.values()) and sections["attention"]["result"]["ok"]
     output = args.output or BENCH / "results" / f"gpu_{device_name(device)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")

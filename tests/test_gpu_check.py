@@ -12,7 +12,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     output = tmp_path / "gpu_cpu.json"
     env = dict(os.environ, PYTHON=sys.executable)
     result = subprocess.run([str(REPO / "bench" / "gpu_check.sh"), "--cpu-dry-run", "--output", str(output)], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=500)
+                            env=env, capture_output=True, text=True, timeout=580)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["dry_run"] and report["ok"]
