@@ -65,11 +65,14 @@ def rotate_pairs(x, angles, pairs):
 def test_text_rope_matches_complex_rotation():
     head_dim, base, position = 16, 10000.0, 7
     x = torch.randn(head_dim, dtype=torch.float64)
-    cos, sin = text_rotary(torch.tensor(position), head_dim, base)
+    cis = text_rotary(torch.tensor(position), head_dim, base)
     pairs = [(i, i + head_dim // 2) for i in range(head_dim // 2)]
     angles = [torch.tensor(position / base ** (2 * i / head_dim), dtype=torch.float64) for i in range(head_dim // 2)]
     expected = rotate_pairs(x, angles, pairs)
-    assert torch.allclose(apply_rotary(x.float(), cos, sin).double(), expected, atol=1e-5)
+    assert torch.allclose(apply_rotary(x.float(), cis).double(), expected, atol=1e-5)
+    # The attention layout: the same values with the head dims in pair order (i, i + d/2, ...).
+    order = torch.arange(head_dim).view(2, -1).T.flatten()
+    assert torch.allclose(apply_rotary(x.float(), cis, keep_layout=False).double(), expected[order], atol=1e-5)
 
 
 def test_text_rope_scores_depend_only_on_relative_position():
@@ -77,9 +80,9 @@ def test_text_rope_scores_depend_only_on_relative_position():
     q, k = torch.randn(head_dim), torch.randn(head_dim)
 
     def score(m, n):
-        cq, sq = text_rotary(torch.tensor(m), head_dim, 20000.0)
-        ck, sk = text_rotary(torch.tensor(n), head_dim, 20000.0)
-        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum()
+        cq = text_rotary(torch.tensor(m), head_dim, 20000.0)
+        ck = text_rotary(torch.tensor(n), head_dim, 20000.0)
+        return (apply_rotary(q, cq) * apply_rotary(k, ck)).sum()
 
     assert torch.allclose(score(3, 1), score(103, 101), atol=1e-4)
     assert torch.allclose(score(0, 5), score(40, 45), atol=1e-4)
@@ -88,10 +91,12 @@ def test_text_rope_scores_depend_only_on_relative_position():
 
 def test_vision_rope_is_the_interleaved_2d_grid():
     grid, head_dim, reference = 6, 16, 16
-    cos, sin = vision_rotary(grid, head_dim, reference)
-    assert cos.shape == (grid * grid, head_dim)
+    cis = vision_rotary(grid, head_dim, reference)
+    assert cis.shape == (grid * grid, head_dim // 2, 2) and cis.dtype == torch.float32
     x = torch.randn(grid * grid, head_dim, dtype=torch.float64)
-    rotated = apply_rotary(x.float(), cos, sin, interleaved=True).double()
+    rotated = apply_rotary(x.float(), cis, interleaved=True).double()
+    with_cls = vision_rotary(grid, head_dim, reference, prefix_tokens=1)
+    assert torch.equal(with_cls[0], torch.tensor([1.0, 0.0]).expand(head_dim // 2, 2)) and torch.equal(with_cls[1:], cis)
     axis = head_dim // 2
     freqs = [1.0 / 10000 ** (2 * i / axis) for i in range(axis // 2)]
     for index in (0, 7, grid * grid - 1):

@@ -39,7 +39,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | Pat
     )
     unigram.train_from_iterator(texts, trainer=trainer)
     trained = json.loads(unigram.to_str())["model"]["vocab"]
-    pieces = [(piece, score) for piece, score in trained if piece not in XLMR_SPECIALS]
+    # The trainer counts words in a hash map seeded anew in every process, so its EM sums floats in
+    # another order on every run: the same pieces come out with scores that differ in the last
+    # bits, near-equal ones in either order. Rounded scores sorted with the piece as tie-break give
+    # the same file, ids included, on every run.
+    pieces = sorted(
+        ((piece, round(score, 8)) for piece, score in trained if piece not in XLMR_SPECIALS),
+        key=lambda item: (-item[1], item[0]),
+    )
+    # Characters the trainer must keep come last, with made-up scores stepping down by 1e-4 from
+    # the lowest in that hash map's order: the same scores, given to the same pieces in sorted order.
+    last, step = pieces[-1][1], 1e-4
+    start = len(pieces)
+    while start > 0 and abs((offset := (pieces[start - 1][1] - last) / step) - round(offset)) < 1e-3:
+        start -= 1
+    tail = pieces[start:]
+    pieces[start:] = zip(sorted(piece for piece, _ in tail), sorted((score for _, score in tail), reverse=True))
     vocab = [(token, 0.0) for token in XLMR_SPECIALS] + pieces + [("<mask>", 0.0)]
     tokenizer = XLMRobertaTokenizer(vocab=vocab)
     tokenizer.save_pretrained(str(output_dir))

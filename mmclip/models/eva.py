@@ -65,14 +65,13 @@ class EvaAttention(nn.Module):
         self.inner_attn_ln = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.proj = nn.Linear(config.width, config.width)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        # The module is called (not its weight read), so a LoRA wrapper on qkv takes part.
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        q, k, v = (self.qkv(x) + bias).unflatten(-1, (3, self.num_heads, -1)).unbind(-3)
-        cos, sin = rope  # patch tokens only: the CLS token (index 0) carries no position
-        q = torch.cat((q[:, :1], apply_rotary(q[:, 1:], cos, sin, interleaved=True)), dim=1)
-        k = torch.cat((k[:, :1], apply_rotary(k[:, 1:], cos, sin, interleaved=True)), dim=1)
-        x = attention(q, k, v, backend=self.backend).flatten(-2)
+        # The module is called (not its weight read), so a LoRA wrapper on qkv takes part.
+        qkv = (self.qkv(x) + bias).unflatten(-1, (3, self.num_heads, -1))
+        # q and k rotate together in one op; ``rope`` [B or 1, N, D/2, 2] has a no-op row for the CLS token.
+        q, k = apply_rotary(qkv[:, :, :2], rope[:, :, None, None], interleaved=True).unbind(2)
+        x = attention(q, k, qkv[:, :, 2], backend=self.backend).flatten(-2)
         return self.proj(self.inner_attn_ln(x))
 
 
@@ -98,7 +97,7 @@ class EvaBlock(nn.Module):
         self.norm2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)
         return x + self.mlp(self.norm2(x))
 
@@ -152,7 +151,7 @@ class EvaVisionTower(nn.Module):
         """Move the tower to a new resolution (224 -> 384 -> 512).
 
         The absolute position embedding of the patch grid is resampled bicubically (CLS kept);
-        RoPE needs nothing, as its table is built for the current grid on every forward.
+        RoPE needs nothing: its tables are cached per grid (:func:`mmclip.models.rope.vision_rotary`).
         """
         self.config.image_size = image_size
         self.config.__post_init__()
@@ -174,20 +173,21 @@ class EvaVisionTower(nn.Module):
         x = self.patch_embed(pixel_values)
         x = x + self.pos_embed[:, 1:]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        cos, sin = vision_rotary(config.grid_size, config.head_dim, config.rope_reference_grid, config.rope_theta, x.device)
+        rope = vision_rotary(config.grid_size, config.head_dim, config.rope_reference_grid, config.rope_theta,
+                             x.device, prefix_tokens=1)
         if keep_indices is None and self.training and config.patch_dropout > 0:
             keep_indices = self.sample_patches(x.shape[0], x.shape[1], x.device)
         if keep_indices is None:
-            cos, sin = cos[None, :, None], sin[None, :, None]
+            rope = rope[None]
         else:
             x = x.gather(1, keep_indices[..., None].expand(-1, -1, x.shape[-1]))
-            cos, sin = cos[keep_indices][:, :, None], sin[keep_indices][:, :, None]
+            rope = rope[F.pad(keep_indices + 1, (1, 0))]  # row 0: the CLS token's
         x = torch.cat((cls, x), dim=1)
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, (cos, sin), use_reentrant=False)
+                x = checkpoint(block, x, rope, use_reentrant=False)
             else:
-                x = block(x, (cos, sin))
+                x = block(x, rope)
         return self.norm(x)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,14 @@
 Post-LayerNorm BERT blocks (fused ``Wqkv``, GELU MLP) over token + token-type embeddings, with
 RoPE on queries and keys (``position_embedding="rotary"``, jina-clip-v2) or XLM-R's learned
 absolute positions (``"absolute"``, plain ``xlm-roberta-large`` as the LUSIFER encoder uses).
-When the attention backend runs packed sequences (flash, xformers, torch varlen on CUDA), the
-padding tokens are removed before the embedding and never enter a matmul.
+Padding tokens are removed before the embedding and never enter a matmul (:class:`Packing`): when
+the attention backend runs packed sequences (flash, xformers, torch varlen on CUDA) they never come
+back; otherwise (sdpa on CPU) the real tokens are padded again around attention alone.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,41 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import attention, supports_varlen, varlen_attention
 from .configuration import TextConfig
-from .rope import apply_rotary, text_rotary
+from .rope import apply_rotary, text_rotary_table
+
+
+@dataclass
+class Packing:
+    """The real tokens of a padded ``[B, L]`` batch, packed into ``[T]`` (row-major order)."""
+
+    mask: torch.Tensor  # [B, L] bool
+    token_index: torch.Tensor  # [T]: each real token's index in the flattened batch
+    cu_seqlens: torch.Tensor  # [B + 1] int32 sequence offsets
+    max_seqlen: int | None  # None: attention cannot run packed tokens, so they are padded again around it
+
+    @classmethod
+    def of(cls, mask: torch.Tensor, varlen: bool) -> Packing:
+        lengths = mask.sum(dim=1)
+        cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+        return cls(mask, mask.flatten().nonzero().squeeze(1), cu_seqlens, int(lengths.max()) if varlen else None)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, ...]`` -> ``[T, ...]``."""
+        return x.flatten(0, 1)[self.token_index]
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, ...]`` -> ``[B, L, ...]``, zero at padding."""
+        padded = x.new_zeros(self.mask.numel(), *x.shape[1:]).index_copy(0, self.token_index, x)
+        return padded.view(*self.mask.shape, *x.shape[1:])
+
+    def attention(self, q, k, v, backend: str, dropout_p: float) -> torch.Tensor:
+        """Attention within each sequence of packed ``[T, H, D]`` tensors."""
+        if self.max_seqlen is not None:
+            return varlen_attention(q, k, v, cu_seqlens=self.cu_seqlens, max_seqlen=self.max_seqlen, backend=backend,
+                                    dropout_p=dropout_p)
+        out = attention(self.unpack(q), self.unpack(k), self.unpack(v), backend=backend,
+                        key_padding_mask=self.mask, dropout_p=dropout_p)
+        return self.pack(out)
 
 
 class XLMRobertaEmbeddings(nn.Module):
@@ -45,17 +82,20 @@ class XLMRobertaAttention(nn.Module):
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, rope, key_padding_mask=None, cu_seqlens=None, max_seqlen=None) -> torch.Tensor:
-        q, k, v = self.Wqkv(x).unflatten(-1, (3, self.config.num_heads, -1)).unbind(-3)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None, mask: torch.Tensor | None = None,
+                packing: Packing | None = None) -> torch.Tensor:
+        """``x`` ``[B, L, W]`` with its key-padding ``mask``, or packed ``[T, W]`` with its ``packing``."""
+        qkv = self.Wqkv(x).unflatten(-1, (3, self.config.num_heads, -1))
+        if rope is None:
+            q, k = qkv[..., :2, :, :].unbind(-3)
+        else:  # q and k rotate together; attention takes them with their head dims reordered alike
+            q, k = apply_rotary(qkv[..., :2, :, :], rope, keep_layout=False).unbind(-3)
+        v = qkv[..., 2, :, :]
         dropout_p = self.config.attention_dropout if self.training else 0.0
-        if cu_seqlens is not None:
-            out = varlen_attention(
-                q, k, v, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, backend=self.backend, dropout_p=dropout_p
-            )
+        if packing is not None:
+            out = packing.attention(q, k, v, self.backend, dropout_p)
         else:
-            out = attention(q, k, v, backend=self.backend, key_padding_mask=key_padding_mask, dropout_p=dropout_p)
+            out = attention(q, k, v, backend=self.backend, key_padding_mask=mask, dropout_p=dropout_p)
         return self.out_proj(out.flatten(-2))
 
 
@@ -80,8 +120,9 @@ class XLMRobertaLayer(nn.Module):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, rope, key_padding_mask=None, cu_seqlens=None, max_seqlen=None) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.mixer(x, rope, key_padding_mask, cu_seqlens, max_seqlen)))
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None, mask: torch.Tensor | None = None,
+                packing: Packing | None = None) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.mixer(x, rope, mask, packing)))
         return self.norm2(x + self.dropout(self.mlp(x)))
 
 
@@ -132,17 +173,18 @@ class XLMRobertaTextTower(nn.Module):
             return count * mask + self.config.pad_token_id
         return (count - 1).clamp(min=0)
 
-    def _run_layers(self, x: torch.Tensor, position_ids: torch.Tensor, **attention_args) -> torch.Tensor:
+    def _run_layers(self, x: torch.Tensor, position_ids: torch.Tensor, mask=None, packing=None) -> torch.Tensor:
         x = self.emb_drop(self.emb_ln(x))
         rope = None
         if self.config.position_embedding == "rotary":
-            cos, sin = text_rotary(position_ids, self.config.head_dim, self.config.rotary_base)
-            rope = (cos.unsqueeze(-2), sin.unsqueeze(-2))  # broadcast over heads
+            table = text_rotary_table(self.config.max_position_embeddings, self.config.head_dim,
+                                      self.config.rotary_base, x.device)
+            rope = table[position_ids][..., None, None, :, :]  # broadcast over q/k and heads
         for layer in self.layers:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, rope, use_reentrant=False, **attention_args)
+                x = checkpoint(layer, x, rope, mask, packing, use_reentrant=False)
             else:
-                x = layer(x, rope, **attention_args)
+                x = layer(x, rope, mask, packing)
         return x
 
     def token_states(
@@ -150,32 +192,26 @@ class XLMRobertaTextTower(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Last-layer states ``[B, L, hidden_size]`` (zero at padding) and the boolean mask ``[B, L]``.
 
-        ``packed`` runs without padding tokens; by default it does so when the attention backend
-        handles packed sequences natively.
+        ``packed`` runs the real tokens only (:class:`Packing`); by default it does so whenever the
+        batch has padding, and a batch without padding runs as it is.
         """
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         position_ids = self._position_ids(mask.long())
-        lengths = mask.sum(dim=1)
+        all_real = bool(mask.all())
         if packed is None:
+            packed = not all_real
+        if packed:
             device = input_ids.device
             autocast = torch.is_autocast_enabled(device.type)
             dtype = torch.get_autocast_dtype(device.type) if autocast else self.emb_ln.weight.dtype
-            packed = supports_varlen(self.attention_backend, device, dtype)
-        if packed:
-            # Packed path: only real tokens are embedded and transformed, then put back in place.
-            token_index = mask.flatten().nonzero().squeeze(1)
-            cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-            x = self.embeddings(input_ids.flatten()[token_index], position_ids.flatten()[token_index])
-            x = self._run_layers(
-                x,
-                position_ids.flatten()[token_index],
-                cu_seqlens=cu_seqlens,
-                max_seqlen=int(lengths.max()),
-            )
-            states = x.new_zeros(mask.numel(), x.shape[-1]).index_copy(0, token_index, x)
-            return states.view(*mask.shape, -1), mask
+            packing = Packing.of(mask, varlen=supports_varlen(self.attention_backend, device, dtype))
+            x = self.embeddings(packing.pack(input_ids), packing.pack(position_ids))
+            x = self._run_layers(x, packing.pack(position_ids), packing=packing)
+            return packing.unpack(x), mask
         x = self.embeddings(input_ids, position_ids)
-        x = self._run_layers(x, position_ids, key_padding_mask=mask)
+        if all_real:  # no mask to apply, in attention or after it
+            return self._run_layers(x, position_ids), mask
+        x = self._run_layers(x, position_ids, mask=mask)
         return x * mask.unsqueeze(-1).to(x.dtype), mask
 
     def forward(

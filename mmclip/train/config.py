@@ -126,11 +126,12 @@ class TowersConfig:
 
 @dataclass
 class CLIPTrainConfig:
-    """The ``clip`` family's block: the resolution schedule, the stage's patch dropout, how each tower trains."""
+    """The ``clip`` family's block: the resolution schedule, the stage's patch dropout, how each tower trains, torch.compile."""
 
     resolution_schedule: list[ResolutionPhase] = field(default_factory=list)
     patch_dropout: float | None = None  # None: the model config's
     towers: TowersConfig = field(default_factory=TowersConfig)  # full, frozen, lock or lora per tower
+    compile: bool = False  # torch.compile of both towers (mmclip.train.compile); frames that fail run eagerly
 
     def __post_init__(self) -> None:
         require(self.patch_dropout is None or 0 <= self.patch_dropout < 1, "patch_dropout", "must be in [0, 1)")

@@ -18,6 +18,7 @@ from ...factory import create_model, load_model_config
 from ...losses import InfoNCELoss
 from ...models import MMCLIP, CLIPConfig
 from ...tokenizer import load_tokenizer
+from ..compile import compile_towers
 from ..config import TrainConfig
 from ..metrics import step_flops
 from ..optim import param_groups
@@ -89,6 +90,8 @@ class CLIPFamily(ModelFamily):
             model.vision.config.patch_dropout = config.clip.patch_dropout
         apply_towers(model, config.clip.towers)
         model.set_grad_checkpointing(config.gradient_checkpointing)
+        if config.clip.compile:
+            compile_towers(model)
         for name in LOGIT_SCALES.values():
             setattr(model, name, torch.nn.Parameter(getattr(model, name).detach().reshape(1)))
         return model
