@@ -614,17 +614,21 @@ def _usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def read_rows(args: argparse.Namespace) -> Iterator[Row | Reject]:
+    """The rows of ``args.input`` in its format (``--input-format``, or detected); ValueError if unknown."""
+    input_format = args.input_format if args.input_format != "auto" else detect_format(args.input)
+    if input_format == "webdataset":
+        args.key_field = args.key_field or "__key__"  # keep the tars' sample keys
+        return READERS[input_format](args.input, args)
+    return READERS[input_format](Path(args.input), args)
+
+
 def run(args: argparse.Namespace) -> int:
     args.source = args.source or Path(args.input.rstrip("/").split("/")[-1]).stem
     try:
         if error := _usage_error(args):
             raise ValueError(error)
-        input_format = args.input_format if args.input_format != "auto" else detect_format(args.input)
-        if input_format == "webdataset":
-            args.key_field = args.key_field or "__key__"  # keep the tars' sample keys
-            rows = READERS[input_format](args.input, args)
-        else:
-            rows = READERS[input_format](Path(args.input), args)
+        rows = read_rows(args)
         scorer = None
         if args.similarity_model:  # loaded before anything is written, so a bad config fails fast
             scorer = filters.SimilarityScorer(

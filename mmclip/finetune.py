@@ -179,10 +179,9 @@ def build_shards(data: Path, output: Path, workers: int, flags: list[str], holdo
         return data, None
     args = _build_args(data.resolve(), output, workers, flags)  # folder rows name their images relative to it
     try:
-        input_format = args.input_format if args.input_format != "auto" else build.detect_format(args.input)
+        rows = list(build.read_rows(args))
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    rows = list(build.READERS[input_format](args.input, args))
     parts = {output: rows}
     if holdout:
         stride = max(2, round(1 / holdout))

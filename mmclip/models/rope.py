@@ -4,8 +4,8 @@ A rotation by angle ``t`` of a pair of dimensions ``(a, b)`` is the complex prod
 ``(a + ib) * e^(it)``. A table holds ``(cos t, sin t)`` per pair, ``[..., head_dim / 2, 2]`` in fp32,
 which is ``e^(it)`` viewed as complex64: in eager mode the rotation of queries and keys together
 is one elementwise complex multiply (no ``cat`` or ``stack``, one read and one write of q and k);
-under ``torch.compile``, whose inductor generates no code for complex ops, the same product in
-real arithmetic, which it fuses into one kernel.
+under ``torch.compile``, whose inductor generates no code for complex ops, and in ONNX export, the
+same product in real arithmetic, which inductor fuses into one kernel.
 
 Tables are built once per shape and device and cached outside the modules (:func:`vision_rotary`,
 :func:`text_rotary_table`). They are not buffers, so casting a model to bf16 leaves them in fp32, and
@@ -85,8 +85,9 @@ def apply_rotary(x: torch.Tensor, table: torch.Tensor, interleaved: bool = False
     queries and keys leaves every score ``q . k`` unchanged, and saves a copy.
     """
     pairs = x.unflatten(-1, (-1, 2)) if interleaved else x.unflatten(-1, (2, -1)).transpose(-1, -2)
-    if torch.compiler.is_compiling():
-        # Inductor generates no code for complex ops; this real form fuses into one kernel.
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        # Inductor generates no code for complex ops, nor has ONNX a complex type; this real form
+        # fuses into one kernel.
         a, b = pairs.float().unbind(-1)
         cos, sin = table.unbind(-1)
         rotated = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1)

@@ -173,11 +173,15 @@ class XLMRobertaTextTower(nn.Module):
             return count * mask + self.config.pad_token_id
         return (count - 1).clamp(min=0)
 
-    def _run_layers(self, x: torch.Tensor, position_ids: torch.Tensor, mask=None, packing=None) -> torch.Tensor:
+    def _run_layers(
+        self, x: torch.Tensor, position_ids: torch.Tensor, length: int, mask=None, packing=None
+    ) -> torch.Tensor:
         x = self.emb_drop(self.emb_ln(x))
         rope = None
         if self.config.position_embedding == "rotary":
-            table = text_rotary_table(self.config.max_position_embeddings, self.config.head_dim,
+            # RoPE has no length limit: a sequence longer than the configured table gets a longer one
+            # (its length is known from the shape, so no device sync).
+            table = text_rotary_table(max(self.config.max_position_embeddings, length), self.config.head_dim,
                                       self.config.rotary_base, x.device)
             rope = table[position_ids][..., None, None, :, :]  # broadcast over q/k and heads
         for layer in self.layers:
@@ -206,12 +210,12 @@ class XLMRobertaTextTower(nn.Module):
             dtype = torch.get_autocast_dtype(device.type) if autocast else self.emb_ln.weight.dtype
             packing = Packing.of(mask, varlen=supports_varlen(self.attention_backend, device, dtype))
             x = self.embeddings(packing.pack(input_ids), packing.pack(position_ids))
-            x = self._run_layers(x, packing.pack(position_ids), packing=packing)
+            x = self._run_layers(x, packing.pack(position_ids), mask.shape[1], packing=packing)
             return packing.unpack(x), mask
         x = self.embeddings(input_ids, position_ids)
         if all_real:  # no mask to apply, in attention or after it
-            return self._run_layers(x, position_ids), mask
-        x = self._run_layers(x, position_ids, mask=mask)
+            return self._run_layers(x, position_ids, mask.shape[1]), mask
+        x = self._run_layers(x, position_ids, mask.shape[1], mask=mask)
         return x * mask.unsqueeze(-1).to(x.dtype), mask
 
     def forward(
