@@ -13,6 +13,22 @@ from .conftest import TINY
 from .test_train import read_log, run_train, stage_config, workspace  # noqa: F401 (workspace: a fixture)
 
 
+def test_rope_tables_first_built_under_inference_mode_still_train():
+    # An embedding pass under inference_mode (a filter, an eval) must not cache inference tensors
+    # that a later training step would need to save for backward.
+    torch.manual_seed(0)
+    model = create_model(TINY)
+    size = 48  # a grid no other test has cached yet
+    model.vision.set_image_size(size)
+    ids = torch.tensor([[0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 2]])
+    with torch.inference_mode():
+        model.encode_image(torch.randn(1, 3, size, size))
+        model.encode_text(ids)
+    loss = model.encode_image(torch.randn(1, 3, size, size)).sum() + model.encode_text(ids).sum()
+    loss.backward()
+    assert all(p.grad is not None for p in model.vision.blocks[0].parameters())
+
+
 def test_rope_tables_survive_a_bf16_cast_and_a_resolution_change():
     torch.manual_seed(0)
     model = create_model(TINY).eval()

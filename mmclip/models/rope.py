@@ -30,7 +30,12 @@ def _cos_sin(angles: torch.Tensor) -> torch.Tensor:
 
 def _cached(build):
     """``build`` memoised in eager mode; traced afresh under torch.compile, which folds it into the graph."""
-    memo = functools.lru_cache(maxsize=16)(build)
+    @functools.lru_cache(maxsize=16)
+    def memo(*args, **kwargs):
+        # A table first built under inference_mode would be an inference tensor, which a later
+        # training step could not save for backward: cached tables are always normal tensors.
+        with torch.inference_mode(False):
+            return build(*args, **kwargs)
 
     @functools.wraps(build)
     def table(*args, **kwargs):
