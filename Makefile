@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEEPSPEED_VERSION := 0.19.8
 
-.PHONY: install browser curl demo test bench slurm-cluster slurm-cluster-stop clean
+.PHONY: install browser curl demo test test-slow bench slurm-cluster slurm-cluster-stop clean
 
 install: $(STAMP)
 
@@ -38,7 +38,11 @@ curl:
 	command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl)
 
 test: $(STAMP) browser curl
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+# The end-to-end runs of minutes each (CI runs them after make test).
+test-slow: $(STAMP) browser curl
+	$(BIN)/pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/forward_cpu.py --output bench/results/forward_cpu.json

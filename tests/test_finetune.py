@@ -66,6 +66,7 @@ def finetune(*args):
     assert main(["finetune", *map(str, args), *fixed]) == 0
 
 
+@pytest.mark.slow
 def test_jina_clip_v2_lora_text_locked_vision(folders):
     root, train, heldout, captions = folders
     torch.manual_seed(0)
@@ -107,6 +108,7 @@ def test_jina_clip_v2_lora_text_locked_vision(folders):
     assert sum(names[0].startswith(colour + "_") for (colour, _), names in hits.items()) >= 10, hits
 
 
+@pytest.mark.slow
 def test_open_clip_whole_checkpoint_exports_its_image_embeddings(folders):
     root, train, _, captions = folders
     torch.manual_seed(0)

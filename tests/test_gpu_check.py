@@ -1,5 +1,6 @@
 """bench/gpu_check.sh --cpu-dry-run: the GPU check's whole path on CPU at tiny size, so it cannot rot."""
 
+import pytest
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from .conftest import REPO
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_dry_run(tmp_path):
     output = tmp_path / "gpu_cpu.json"
     env = dict(os.environ, PYTHON=sys.executable)

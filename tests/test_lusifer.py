@@ -171,6 +171,7 @@ def test_alignment_loss_falls(workspace):
     assert sum(log[-5:]) / 5 < 0.9 * sum(log[:5]) / 5
 
 
+@pytest.mark.slow
 def test_both_stages_through_mmclip_train_resume_exactly(workspace):
     """align -> finetune (init_from: align's merged weights; GradCache chunks under ZeRO-3, as the
     7B config), each resumed from its mid-run checkpoint in a fresh directory: the same losses and

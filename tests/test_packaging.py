@@ -8,6 +8,7 @@
   loads from yet another directory.
 """
 
+import pytest
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ def small_demo_stage(corpus):
     ]
 
 
+@pytest.mark.slow
 def test_pip_install_then_train_a_shipped_config_from_another_directory(tmp_path):
     source = tmp_path / "source"  # a copy: the build writes build/ and *.egg-info next to the sources
     source.mkdir()

@@ -83,6 +83,7 @@ def baseline(workspace):
     return output
 
 
+@pytest.mark.slow
 def test_img2dataset_shards_train_without_a_rebuild_and_resume_exactly_after_sigkill(workspace, baseline):
     assert not (I2D / "manifest.json").exists()  # img2dataset's folder as it wrote it
     every = set()
@@ -118,6 +119,7 @@ def inspect_main(argv: list[str]) -> int:
     return main(argv)
 
 
+@pytest.mark.slow
 def test_img2dataset_shards_train_over_http_and_pipe_curl(workspace, baseline, capsys):
     with serve(I2D) as url:
         for name, spec in [("http", f"{url}/{I2D_PATTERN}"), ("pipe", f"pipe:curl -s -f {url}/{I2D_PATTERN}")]:

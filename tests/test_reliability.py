@@ -88,6 +88,7 @@ def damaged_copy(baseline, tmp_path, damage, steps_kept):
     return output, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(workspace, baseline, tmp_path, damage):  # noqa: F811
     output, name = damaged_copy(baseline, tmp_path, damage, steps_kept=(5, 10, 15, 20))
@@ -182,6 +183,7 @@ def _moment(output, trigger):
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_kill_during_a_checkpoint_write_then_resume(workspace, baseline, tmp_path, moment):  # noqa: F811
     trigger, landed = MOMENTS[moment]
@@ -274,6 +276,7 @@ def _cache_files(cache):
     return {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and p.name != "lock"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)  # two compilations: about 50 s of CPU each on an idle machine, minutes on a busy one
 def test_two_environments_do_not_rebuild_each_others_op(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}

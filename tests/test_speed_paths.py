@@ -88,6 +88,7 @@ def test_packed_linear_text_path_equals_padded_path(position_embedding):
     assert torch.allclose(model.text(ids, mask.long()), padded_pooled, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_training_matches_eager(workspace, tmp_path):  # noqa: F811
     logs = {}
     for compiled in (False, True):
