@@ -1,10 +1,11 @@
 """bench/gpu_check.sh --cpu-dry-run: the GPU check's whole path on CPU at tiny size, so it cannot rot."""
 
-import pytest
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from .conftest import REPO
 

@@ -8,7 +8,6 @@
   loads from yet another directory.
 """
 
-import pytest
 import json
 import os
 import shutil
@@ -16,6 +15,8 @@ import subprocess
 import sys
 
 import yaml
+
+import pytest
 
 from mmclip import checkpoint
 
