@@ -14,9 +14,8 @@ import shutil
 import subprocess
 import sys
 
-import yaml
-
 import pytest
+import yaml
 
 from mmclip import checkpoint
 
