@@ -14,7 +14,9 @@ training crop at ``size`` and the tokenized captions, with the same worker count
 With ``--source http`` the shards are served by a loopback HTTP server (``python -m http.server``
 on 127.0.0.1): the baseline reads the URLs (webdataset streams them with curl), ours reads the
 same URLs as a brace pattern (read ahead in a thread per tar) and, in the same run, the local
-files; ``http_over_local`` is ours over HTTP against ours from disk.
+files; ``http_over_local`` is ours over HTTP against ours from disk, and ``server_cores_busy`` the
+share of a core the server itself used during each loader's runs (with as many workers as cores,
+serving takes CPU from decoding on this machine, as a remote server would not).
 
 Each run consumes ``--samples`` samples; the clock starts at the first batch, so worker start-up
 is excluded but every shard read after it is not. Runs alternate between the loaders. One JSON
@@ -43,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+import psutil
 import torch
 import torchvision
 import webdataset as wds
@@ -191,6 +194,13 @@ def serve(directory: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the loopback HTTP server did not start")
 
 
+def _cpu_seconds(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def time_run(batches: Iterator[tuple], samples: int) -> tuple[float, tuple]:
     """Samples per second after the first batch (worker start-up excluded), and the first batch's shapes."""
     first = next(batches)
@@ -203,23 +213,33 @@ def time_run(batches: Iterator[tuple], samples: int) -> tuple[float, tuple]:
     return seen / elapsed, (tuple(first[0].shape), str(first[0].dtype))
 
 
-def measure(loaders: dict, args) -> list[dict]:
-    """Median samples/s per loader and setting; runs alternate between the loaders."""
+def measure(loaders: dict, args, server: subprocess.Popen | None = None) -> list[dict]:
+    """Median samples/s per loader and setting; runs alternate between the loaders.
+
+    With a loopback ``server``, also the share of a core it kept busy during each loader's runs:
+    on a machine with few cores, serving competes with the loader's own decoding, which a remote
+    server would not."""
+    server_cpu = psutil.Process(server.pid) if server is not None else None
     results = []
     for num_workers in args.workers:
         args.num_workers = num_workers
         for size in args.sizes:
             rates: dict[str, list[float]] = {name: [] for name in loaders}
+            server_load: dict[str, list[float]] = {name: [] for name in loaders}
             shapes = {}
             for _ in range(args.repeats):
                 for name, make in loaders.items():
+                    cpu_before, wall_before = _cpu_seconds(server_cpu), time.perf_counter()
                     rate, shapes[name] = time_run(make(size), args.samples)
+                    server_load[name].append((_cpu_seconds(server_cpu) - cpu_before) / (time.perf_counter() - wall_before))
                     rates[name].append(rate)
                     log(f"[{size}px, {num_workers} workers] {name}: {rate:.1f} samples/s")
             median = {name: statistics.median(r) for name, r in rates.items()}
             ratios = {"ratio": median["ours"] / median["baseline"]}
             if "ours_local" in median:  # ours over HTTP against ours from disk
                 ratios["http_over_local"] = median["ours"] / median["ours_local"]
+            if server_cpu is not None:
+                ratios["server_cores_busy"] = {name: round(statistics.median(v), 3) for name, v in server_load.items()}
             results.append(
                 {
                     "size": size,
@@ -263,7 +283,7 @@ def main() -> None:
                     "baseline": lambda size: baseline_batches(shard_paths, size, args, tokenizer),
                     "ours": lambda size: our_batches(str(tmp / "shards"), size, args, tokenizer),
                 }
-            results = measure(loaders, args)
+            results = measure(loaders, args, server)
         finally:
             if server is not None:
                 server.terminate()

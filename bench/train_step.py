@@ -13,15 +13,16 @@ contrastive loss over the batch (local loss, one process), backward, AdamW.
   in open_clip's ``xlm-roberta-large-ViT-H-14``; ``ClipLoss(local_loss=True)``; compiled as open_clip's
   ``--torchcompile`` does (``torch.compile(model)``).
 
-Captions (``--captions``): ``realistic`` draws each caption's length from a log-normal around 20
-tokens (clipped to [4, context]), as web captions are; each side gets the batch its own tokenizer
+Captions (``--captions``): ``realistic`` gives the captions the lengths of a log-normal around 20
+tokens (its quantiles, clipped to [4, context]), as web captions are; each side gets the batch its own tokenizer
 call produces: open_clip pads every caption to the context (its ``HFTokenizer``), mmclip to the
 batch's longest (``mmclip.tokenizer.tokenize``). ``full``: every caption fills the context, no padding.
 
 Each row: samples/s (image-text pairs), MFU (analytic model FLOPs of ``mmclip.info`` x 3 over the
 real tokens, the same count for both sides, over the device's dense bf16 peak; None on CPU), peak
 memory (CUDA only), for patch dropout 0 and 0.5, torch.compile off / on, both caption kinds.
-``--size tiny`` / ``base`` swap in EVA02-tiny-size / EVA02-B/16 + XLM-R-base towers on both sides
+On a CPU the rows of one setting are built together and take turns step by step, so that the
+machine's drift reaches every side alike. ``--size tiny`` / ``base`` swap in EVA02-tiny-size / EVA02-B/16 + XLM-R-base towers on both sides
 (CPU runs). One JSON object goes to stdout (and ``--output``).
 
     .venv/bin/python bench/train_step.py --output bench/results/train_step_h100.json     # on a GPU
@@ -157,12 +158,15 @@ def open_clip_model(args, patch_dropout: float, text_dir: Path):
     return model
 
 
-def caption_lengths(args, generator: torch.Generator) -> torch.Tensor:
+def caption_lengths(args) -> torch.Tensor:
+    """Per caption: the context (``full``), or the log-normal's quantiles at (i + 0.5) / batch, so that
+    even a batch of 4 has the distribution's mean and spread rather than one random draw's."""
     if args.caption_kind == "full":
         return torch.full((args.batch,), args.context_length)
-    normal = torch.randn(args.batch, generator=generator) * CAPTION_SIGMA
+    quantiles = (torch.arange(args.batch, dtype=torch.float64) + 0.5) / args.batch
+    normal = torch.distributions.Normal(0.0, CAPTION_SIGMA).icdf(quantiles)
     lengths = (normal.exp() * CAPTION_MEDIAN_TOKENS).round().long()
-    return lengths.clamp(4, args.context_length)
+    return lengths.clamp(4, args.context_length)[torch.randperm(args.batch, generator=torch.Generator().manual_seed(0))]
 
 
 def make_batch(args, image_size: int, vocab: int, device: torch.device, impl: str) -> dict[str, torch.Tensor]:
@@ -170,7 +174,7 @@ def make_batch(args, image_size: int, vocab: int, device: torch.device, impl: st
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (args.batch, 3, image_size, image_size), dtype=torch.uint8, generator=generator)
     ids = torch.randint(5, vocab, (args.batch, args.context_length), generator=generator)
-    lengths = caption_lengths(args, generator)
+    lengths = caption_lengths(args)
     mask = torch.arange(args.context_length)[None, :] < lengths[:, None]
     ids = ids.masked_fill(~mask, 1)  # XLM-R's pad id on both sides
     if impl == "mmclip":  # padded to the batch's longest caption
@@ -229,22 +233,29 @@ def count_ops(step) -> dict[str, int]:
     return out
 
 
-def time_steps(step, args, device) -> tuple[float, float | None]:
-    """Seconds per step (median of ``--steps``) and peak memory in GB (CUDA)."""
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
+def time_interleaved(steps: list, args, device) -> list[tuple[float, float | None]]:
+    """Seconds per step (median of ``--steps``) and peak memory in GB (CUDA) of each of ``steps``.
+
+    The steps take turns (A B A B ...), so that a machine whose speed drifts (a shared or throttled
+    CPU) slows every side alike instead of whichever ran last.
+    """
+    for step in steps:
+        for _ in range(args.warmup):
+            step()
+    times = [[] for _ in steps]
+    peaks = [0.0 for _ in steps]
     for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-    return sorted(times)[len(times) // 2], peak
+        for i, step in enumerate(steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated(device) / 1e9)
+            times[i].append(time.perf_counter() - start)
+    return [(sorted(t)[len(t) // 2], peak if device.type == "cuda" else None) for t, peak in zip(times, peaks)]
 
 
 def main() -> None:
@@ -257,25 +268,36 @@ def main() -> None:
     peak_device = peak_flops(device)
     rows = []
 
-    def measure(impl, build, make_step, image_size, extra):
-        model = build().to(device).train()
-        config = mmclip_config(args, "sdpa", extra["patch_dropout"])  # both sides' FLOPs: the same towers
-        batch = make_batch(args, image_size, config.text.vocab_size, device, impl)
-        real_tokens = batch["attention_mask"].sum(dim=1).tolist()
-        step = make_step(model, batch, device, dtype, extra["compile"])
-        seconds, memory = time_steps(step, args, device)
-        flops = TRAIN_FLOPS_PER_FORWARD * (
-            args.batch * vision_forward_flops(config.vision, image_size, extra["patch_dropout"])
-            + sum(text_forward_flops(config.text, n) for n in real_tokens))
-        row = {"impl": impl, "image_size": image_size, **extra, "caption_tokens_mean": sum(real_tokens) / args.batch,
-               "text_batch_shape": list(batch["input_ids"].shape), "step_s": seconds,
-               "samples_per_s": args.batch / seconds, "tflops": flops / seconds / 1e12,
-               "mfu": flops / seconds / peak_device if peak_device else None, "peak_memory_gb": memory}
-        if args.profile:
-            row.update(count_ops(step))
-        print(f"{row}", file=sys.stderr)
-        rows.append(row)
-        del model, batch
+    def measure(candidates: list[tuple]) -> None:
+        """Time every (impl, build, make_step, image_size, extra) of one setting: on a CPU all built at
+        once and timed in turns; on a GPU one at a time, so that each row's peak memory is its own."""
+        for group in [candidates] if device.type == "cpu" else [[c] for c in candidates]:
+            measure_together(group)
+
+    def measure_together(candidates: list[tuple]) -> None:
+        prepared = []
+        for impl, build, make_step, image_size, extra in candidates:
+            model = build().to(device).train()
+            config = mmclip_config(args, "sdpa", extra["patch_dropout"])  # both sides' FLOPs: the same towers
+            batch = make_batch(args, image_size, config.text.vocab_size, device, impl)
+            step = make_step(model, batch, device, dtype, extra["compile"])
+            prepared.append((impl, image_size, extra, config, batch, model, step))
+        timings = time_interleaved([p[-1] for p in prepared], args, device)
+        for (impl, image_size, extra, config, batch, model, step), (seconds, memory) in zip(prepared, timings):
+            real_tokens = batch["attention_mask"].sum(dim=1).tolist()
+            flops = TRAIN_FLOPS_PER_FORWARD * (
+                args.batch * vision_forward_flops(config.vision, image_size, extra["patch_dropout"])
+                + sum(text_forward_flops(config.text, n) for n in real_tokens))
+            row = {"impl": impl, "image_size": image_size, **extra,
+                   "caption_tokens_mean": sum(real_tokens) / args.batch,
+                   "text_batch_shape": list(batch["input_ids"].shape), "step_s": seconds,
+                   "samples_per_s": args.batch / seconds, "tflops": flops / seconds / 1e12,
+                   "mfu": flops / seconds / peak_device if peak_device else None, "peak_memory_gb": memory}
+            if args.profile:
+                row.update(count_ops(step))
+            print(f"{row}", file=sys.stderr)
+            rows.append(row)
+        del prepared
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -286,15 +308,16 @@ def main() -> None:
                 args.caption_kind = captions
                 for patch_dropout in args.patch_dropout:
                     base = {"patch_dropout": patch_dropout, "compile": compiled, "captions": captions}
-                    measure("open_clip", lambda: open_clip_model(args, patch_dropout, Path(text_dir)),
-                            open_clip_step, args.sizes[0], {"attention": "timm/hf sdpa", **base})
+                    candidates = [("open_clip", lambda: open_clip_model(args, patch_dropout, Path(text_dir)),
+                                   open_clip_step, args.sizes[0], {"attention": "timm/hf sdpa", **base})]
                     for backend in args.backends:
                         if resolve_backend(backend, device) != backend:
                             rows.append({"impl": "mmclip", "attention": backend, **base, "unavailable": True})
                             continue
                         for size in args.sizes:
-                            measure("mmclip", lambda: mmclip_model(args, size, backend, patch_dropout), mmclip_step,
-                                    size, {"attention": backend, **base})
+                            candidates.append(("mmclip", lambda size=size, backend=backend: mmclip_model(
+                                args, size, backend, patch_dropout), mmclip_step, size, {"attention": backend, **base}))
+                    measure(candidates)
 
     setting = ("patch_dropout", "compile", "captions")
     baseline = {tuple(r[k] for k in setting): r for r in rows if r["impl"] == "open_clip"}

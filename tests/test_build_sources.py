@@ -9,6 +9,7 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import REPO
 from .loopback import serve
@@ -25,6 +26,7 @@ def build(cwd, *argv):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_relative_image_folder_builds_from_the_folder_above(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -43,6 +45,7 @@ def test_a_relative_image_folder_builds_from_the_folder_above(tmp_path):
     assert len(read_records(tmp_path / "elsewhere" / "out")) == len(CAPTIONS)
 
 
+@pytest.mark.slow
 def test_one_image_with_captions_in_two_languages_stays_two_samples(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "cube.jpg").write_bytes(image_bytes(0, (64, 48)))
@@ -65,6 +68,7 @@ def test_one_image_with_captions_in_two_languages_stays_two_samples(tmp_path):
     assert skipped(tmp_path / "one") == {"000000001": "duplicate_image", "000000002": "duplicate_image"}
 
 
+@pytest.mark.slow
 def test_an_all_skipped_build_exits_non_zero_naming_reasons_and_an_example(tmp_path):
     (tmp_path / "in").mkdir()
     rows = [{"image": f"gone{i}.jpg", "caption": ENGLISH} for i in range(5)] + [{"image": "x.jpg", "caption": "short"}]
@@ -84,6 +88,7 @@ def test_an_all_skipped_build_exits_non_zero_naming_reasons_and_an_example(tmp_p
     assert result.returncode == 1 and "wrote 1 samples, skipped 5 of 6" in result.stderr
 
 
+@pytest.mark.slow
 def test_webdataset_sources_rebuild_with_the_filters(tmp_path):
     # img2dataset's folder: its tars (not the metadata-only parquet beside them)
     result = build(tmp_path, I2D, "i2d", "--index-cache", tmp_path / "cache")

@@ -3,11 +3,14 @@
 import argparse
 import json
 
+import pytest
+
 from mmclip.demo import clip as demo
 
 KEYS = sorted(f"{direction}_retrieval_recall@{k}" for direction in ("image", "text") for k in (1, 5, 10))
 
 
+@pytest.mark.slow
 def test_demo_runs_three_chained_stages_and_reports_retrieval(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)

@@ -89,6 +89,7 @@ def test_pip_install_then_train_a_shipped_config_from_another_directory(tmp_path
     assert checkpoint.read_family(final) == "clip" and (final / "tokenizer" / "tokenizer_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_relative_references_and_a_moved_run_directory(tmp_path):
     """A stage YAML naming its model YAML (which names its tokenizer) relatively, run from another
     directory; the run directory moved; resumed, exported and loaded from a third directory."""

@@ -100,7 +100,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(workspace, baselin
     integrity.read_verified_state(output / "checkpoints" / STEP(20), "trainer_state.json")  # rewritten intact
 
 
-@pytest.mark.parametrize("damage", DAMAGES)
+# The silently resumed case runs in make test; the other files in make test-slow.
+@pytest.mark.parametrize("damage", [d if d == "weights" else pytest.param(d, marks=pytest.mark.slow) for d in DAMAGES])
 def test_damaged_only_checkpoint_is_a_one_line_error(workspace, baseline, tmp_path, damage):  # noqa: F811
     output, name = damaged_copy(baseline, tmp_path, damage, steps_kept=(5,))
     config = stage_config(workspace, "baseline")

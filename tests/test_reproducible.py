@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 from .test_train import read_log, run_train, stage_config, weights, workspace  # noqa: F401 (workspace: a fixture)
 
@@ -13,6 +15,7 @@ def files(directory):
     return {path.relative_to(directory): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
+@pytest.mark.slow
 def test_corpus_and_tokenizer_are_the_same_on_every_run(tmp_path):
     """Each run is a new process: the tokenizer trainer's hash maps are seeded anew in each."""
     for name in ("a", "b"):
@@ -26,6 +29,7 @@ def test_corpus_and_tokenizer_are_the_same_on_every_run(tmp_path):
     assert [path for path in first if first[path] != second[path]] == []
 
 
+@pytest.mark.slow
 def test_two_identical_training_runs_give_identical_losses(workspace, tmp_path):  # noqa: F811
     config = stage_config(workspace, "repeat", steps=3, **{"checkpoint.every_steps": 3, "logging.tensorboard": False})
     for name in ("a", "b"):

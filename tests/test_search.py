@@ -333,6 +333,7 @@ def held_out(tmp_path_factory):
     return root, captions
 
 
+@pytest.mark.slow
 def test_search_finds_held_out_images_from_captions_in_every_language(held_out, capsys):
     root, captions = held_out
     index, model = SearchIndex.load(root / "index"), load_model(root / "hf")

@@ -69,6 +69,7 @@ def job_log(workspace, job):
     return (workspace / f"mmclip-stage1-{job}.out").read_text()
 
 
+@pytest.mark.slow
 def test_submit_resume_and_requeue(cluster, workspace):
     output = workspace / "run"
     # 1. A fresh job: 6 steps on 2 CPU ranks, checkpoints at 3 and 6, exit 0.

@@ -199,6 +199,7 @@ def kill_after_checkpoint(config, output, step, timeout=240):
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_kill_and_resume(workspace, baseline):
     config, output = stage_config(workspace, "killed"), workspace / "killed"
     kill_after_checkpoint(config, output, 5)
@@ -208,6 +209,7 @@ def test_kill_and_resume(workspace, baseline):
     assert_close(weights(output, 20), weights(baseline, 20), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_stage_chain(workspace):
     stage1 = stage_config(
         workspace, "stage1", steps=4, clip={"resolution_schedule": [{"step": 2, "image_size": 84}]},
@@ -300,6 +302,7 @@ def latest_step(output):
     return int((output / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
 
 
+@pytest.mark.slow
 def test_sigusr1_checkpoints_and_resume_equals_uninterrupted(workspace, baseline):
     config, output = stage_config(workspace, "sigusr1"), workspace / "sigusr1"
     (process,) = start_ranks(config, output, 1)
@@ -318,6 +321,7 @@ def test_sigusr1_checkpoints_and_resume_equals_uninterrupted(workspace, baseline
     assert_close(weights(output, 20), weights(baseline, 20), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_grad_cache_ranks_stops_both(workspace, baseline):
     """SIGTERM reaches rank 1 only; both ranks stop and save at the same step. The run also uses
     GradCache (one sample per chunk), so the resumed run matching 1 unchunked rank checks both."""
