@@ -48,8 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/forward_cpu.py --output bench/results/forward_cpu.json
 	$(BIN)/python bench/dataload.py --output bench/results/dataload.json
 	# On a GPU: bench/train_step.py --output bench/results/train_step_<gpu>.json (full size); here the tiny smoke run.
-	$(BIN)/python bench/train_step.py --size tiny --sizes 224 --compile off,on --patch-dropout 0 --batch 4 --warmup 2 \
-		--steps 5 --threads 1 --output bench/results/train_step_cpu_tiny.json
+	$(BIN)/python bench/train_step.py --size tiny --sizes 224 --compile off,on --patch-dropout 0 \
+		--captions realistic,full --batch 4 --warmup 2 --steps 7 --threads 1 --output bench/results/train_step_cpu_tiny.json
 
 # A one-node SLURM cluster on this machine (root; installs Debian's packages if missing), for
 # trying slurm/stage*.sh without a cluster; the tests start and stop their own.

@@ -12,7 +12,7 @@ under ``--eval-data``, embedded by all three; recall@5 text -> image and image -
 language (``mmclip.train.validation``'s rank metrics: one relevant item per query), and the int8
 change against torch. One JSON object goes to stdout (and ``--output``).
 
-    .venv/bin/python -m mmclip.cli export runs/demo/stage3/checkpoints/latest-step --output /tmp/demo-onnx --onnx-int8
+    .venv/bin/mmclip export runs/demo/runs/stage3/checkpoints/step_000100 --output /tmp/demo-onnx --onnx-int8
     .venv/bin/python bench/onnx_cpu.py --model /tmp/demo-onnx --eval-data runs/demo/data/eval/clip_benchmark \
         --output bench/results/onnx_cpu.json
 """

@@ -17,6 +17,7 @@ models side by side.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -254,11 +255,17 @@ def compare(a: dict, b: dict, output: str | Path, names: tuple[str, str] = ("A",
 @contextlib.contextmanager
 def progress_bars(enabled: bool):
     """The progress bars of datasets (``Map:``, ``Generating test split``, ...), transformers
-    (``Loading weights``) and the Hub on or off for the block; mteb's and clip_benchmark's own
-    are off by argument. Each library's previous setting is restored after."""
+    (``Loading weights``), the Hub and plain tqdm (clip_benchmark's per-batch bar, which no
+    argument turns off) on or off for the block; mteb's are off by argument. Each library's
+    previous setting is restored after."""
     import datasets
     import huggingface_hub.utils as hub
+    import tqdm
     from transformers.utils import logging as transformers_logging
+
+    tqdm_init = tqdm.tqdm.__init__
+    if not enabled:  # a caller's own disable= still wins
+        tqdm.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
 
     switches = [  # (was on, turn on, turn off)
         (not datasets.are_progress_bars_disabled(), datasets.enable_progress_bars, datasets.disable_progress_bars),
@@ -271,6 +278,7 @@ def progress_bars(enabled: bool):
     try:
         yield
     finally:
+        tqdm.tqdm.__init__ = tqdm_init
         for was_on, turn_on, turn_off in switches:
             (turn_on if was_on else turn_off)()
 

@@ -48,9 +48,10 @@ def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp
         "64",
     ]
     assert main(argv) == 0
-    # Quiet without --verbose: none of the datasets / transformers progress bars around the scores.
+    # Quiet without --verbose: none of the datasets / transformers / clip_benchmark (tqdm: "it/s]")
+    # progress bars around the scores.
     shown = capfd.readouterr()
-    for bar in ("Standardizing text corpus format", "Generating test split", "Map:", "Loading weights"):
+    for bar in ("Standardizing text corpus format", "Generating test split", "Map:", "Loading weights", "it/s]"):
         assert bar not in shown.err + shown.out, bar
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())

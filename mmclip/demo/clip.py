@@ -144,14 +144,17 @@ def search_example(checkpoint: Path, output: Path, corpus: Path) -> dict:
     Prints each query's top 3 and returns, per language, how many of its captions found their own
     image first (``top1``) among ``SEARCH_QUERIES`` held-out captions.
     """
+    from eval.report import progress_bars
+
     from ..export import export
     from ..search import SearchIndex, build_index, load_model, search
 
     hf, index_dir = output / "hf", output / "index"
     export(checkpoint, hf)
     images = corpus / "eval" / "clip_benchmark" / "xtd10" / "images"
-    build_index(hf, images=[images], output=index_dir, progress=False)
-    index, model = SearchIndex.load(index_dir), load_model(hf)
+    with progress_bars(False):  # no "Loading weights" bars between the demo's lines
+        build_index(hf, images=[images], output=index_dir, progress=False)
+        index, model = SearchIndex.load(index_dir), load_model(hf)
     result = {}
     print(f"search: {hf} over {len(index.items)} held-out images ({index_dir})")
     for lang in SEARCH_LANGUAGES:
