@@ -15,8 +15,8 @@ With ``--source http`` the shards are served by a loopback HTTP server (``python
 on 127.0.0.1): the baseline reads the URLs (webdataset streams them with curl), ours reads the
 same URLs as a brace pattern (read ahead in a thread per tar) and, in the same run, the local
 files; ``http_over_local`` is ours over HTTP against ours from disk, and ``server_cores_busy`` the
-share of a core the server itself used during each loader's runs (with as many workers as cores,
-serving takes CPU from decoding on this machine, as a remote server would not).
+share of a core the server itself used during each loader's runs (CPU that a remote server would
+not take from this machine).
 
 Each run consumes ``--samples`` samples; the clock starts at the first batch, so worker start-up
 is excluded but every shard read after it is not. Runs alternate between the loaders. One JSON
@@ -217,8 +217,8 @@ def measure(loaders: dict, args, server: subprocess.Popen | None = None) -> list
     """Median samples/s per loader and setting; runs alternate between the loaders.
 
     With a loopback ``server``, also the share of a core it kept busy during each loader's runs:
-    on a machine with few cores, serving competes with the loader's own decoding, which a remote
-    server would not."""
+    on a machine with few cores, serving could compete with the loader's own decoding, which a
+    remote server would not."""
     server_cpu = psutil.Process(server.pid) if server is not None else None
     results = []
     for num_workers in args.workers:
