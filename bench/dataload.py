@@ -231,7 +231,8 @@ def measure(loaders: dict, args, server: subprocess.Popen | None = None) -> list
                 for name, make in loaders.items():
                     cpu_before, wall_before = _cpu_seconds(server_cpu), time.perf_counter()
                     rate, shapes[name] = time_run(make(size), args.samples)
-                    server_load[name].append((_cpu_seconds(server_cpu) - cpu_before) / (time.perf_counter() - wall_before))
+                    wall = time.perf_counter() - wall_before
+                    server_load[name].append((_cpu_seconds(server_cpu) - cpu_before) / wall)
                     rates[name].append(rate)
                     log(f"[{size}px, {num_workers} workers] {name}: {rate:.1f} samples/s")
             median = {name: statistics.median(r) for name, r in rates.items()}

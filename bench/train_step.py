@@ -14,16 +14,18 @@ contrastive loss over the batch (local loss, one process), backward, AdamW.
   ``--torchcompile`` does (``torch.compile(model)``).
 
 Captions (``--captions``): ``realistic`` gives the captions the lengths of a log-normal around 20
-tokens (its quantiles, clipped to [4, context]), as web captions are; each side gets the batch its own tokenizer
-call produces: open_clip pads every caption to the context (its ``HFTokenizer``), mmclip to the
-batch's longest (``mmclip.tokenizer.tokenize``). ``full``: every caption fills the context, no padding.
+tokens (its quantiles, clipped to [4, context]), as web captions are; each side gets the batch its
+own tokenizer call produces: open_clip pads every caption to the context (its ``HFTokenizer``),
+mmclip to the batch's longest (``mmclip.tokenizer.tokenize``). ``full``: every caption fills the
+context, no padding.
 
 Each row: samples/s (image-text pairs), MFU (analytic model FLOPs of ``mmclip.info`` x 3 over the
 real tokens, the same count for both sides, over the device's dense bf16 peak; None on CPU), peak
 memory (CUDA only), for patch dropout 0 and 0.5, torch.compile off / on, both caption kinds.
 On a CPU the rows of one setting are built together and take turns step by step, so that the
-machine's drift reaches every side alike. ``--size tiny`` / ``base`` swap in EVA02-tiny-size / EVA02-B/16 + XLM-R-base towers on both sides
-(CPU runs). One JSON object goes to stdout (and ``--output``).
+machine's drift reaches every side alike. ``--size tiny`` / ``base`` swap in EVA02-tiny-size /
+EVA02-B/16 + XLM-R-base towers on both sides (CPU runs). One JSON object goes to stdout (and
+``--output``).
 
     .venv/bin/python bench/train_step.py --output bench/results/train_step_h100.json     # on a GPU
     .venv/bin/python bench/train_step.py --size tiny --sizes 224 --threads 1             # CPU run
@@ -166,7 +168,8 @@ def caption_lengths(args) -> torch.Tensor:
     quantiles = (torch.arange(args.batch, dtype=torch.float64) + 0.5) / args.batch
     normal = torch.distributions.Normal(0.0, CAPTION_SIGMA).icdf(quantiles)
     lengths = (normal.exp() * CAPTION_MEDIAN_TOKENS).round().long()
-    return lengths.clamp(4, args.context_length)[torch.randperm(args.batch, generator=torch.Generator().manual_seed(0))]
+    order = torch.randperm(args.batch, generator=torch.Generator().manual_seed(0))  # not sorted by length
+    return lengths.clamp(4, args.context_length)[order]
 
 
 def make_batch(args, image_size: int, vocab: int, device: torch.device, impl: str) -> dict[str, torch.Tensor]:

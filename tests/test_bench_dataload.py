@@ -9,8 +9,8 @@ from .conftest import REPO
 
 def test_dataload_bench_http(tmp_path):
     output = tmp_path / "dataload.json"
-    command = [sys.executable, str(REPO / "bench" / "dataload.py"), "--source", "http", "--sizes", "64", "--workers", "1",
-               "--samples", "16", "--batch-size", "8", "--images", "4", "--output", str(output)]
+    command = [sys.executable, str(REPO / "bench" / "dataload.py"), "--source", "http", "--sizes", "64",
+               "--workers", "1", "--samples", "16", "--batch-size", "8", "--images", "4", "--output", str(output)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(output.read_text())
