@@ -18,6 +18,7 @@ downloads them, which needs the network; everything here runs offline with ``cac
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,15 @@ def _load_encoder(name: str, revision: str | None = None, *, model_dir: str, tru
 
 
 class MMCLIPEncoder(AbsEncoder):
-    """mteb's encoder protocol over an exported model; a Matryoshka prefix with ``truncate_dim``."""
+    """mteb's encoder protocol over an exported model; a Matryoshka prefix with ``truncate_dim``.
 
-    def __init__(self, model_dir: str | Path, truncate_dim: int | None = None, model=None):
+    ``full_width``: a dict that the encoders of one model at several widths share. Each text and
+    image is then encoded once, at the full width, and every width takes its prefix, re-normalised:
+    the vectors ``truncate_dim`` gives (the prefix of a scaled vector normalises to the same one).
+    """
+
+    def __init__(self, model_dir: str | Path, truncate_dim: int | None = None, model=None,
+                 full_width: dict | None = None):
         from mmclip.search import load_model
 
         self.model_dir = Path(model_dir)
@@ -185,6 +192,7 @@ class MMCLIPEncoder(AbsEncoder):
         self.truncate_dim = truncate_dim
         self.model.check_truncate_dim(truncate_dim)
         self.mteb_model_meta = load_model_meta(self.model_dir, truncate_dim)
+        self.full_width = full_width
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
         from mteb.types import PromptType
@@ -200,14 +208,39 @@ class MMCLIPEncoder(AbsEncoder):
         for batch in inputs:
             text = image = None
             if "text" in features:
-                text = self.model.encode_text(
-                    batch["text"], task=task, batch_size=batch_size, truncate_dim=self.truncate_dim
-                )
+                text = self._embed("text", batch["text"], task, batch_size)
             if "image" in features:
-                image = self.model.encode_image(batch["image"], batch_size=batch_size, truncate_dim=self.truncate_dim)
+                image = self._embed("image", batch["image"], None, batch_size)
             # Both present (an interleaved document): the sum, as mteb's jina-clip wrapper does.
             chunks.append(text if image is None else image if text is None else text + image)
         return np.concatenate(chunks)
+
+    def _embed(self, modality: str, items: list, task: str | None, batch_size: int) -> np.ndarray:
+        def encode(inputs, truncate_dim):
+            if modality == "text":
+                return self.model.encode_text(inputs, task=task, batch_size=batch_size, truncate_dim=truncate_dim)
+            return self.model.encode_image(inputs, batch_size=batch_size, truncate_dim=truncate_dim)
+
+        if self.full_width is None:
+            return encode(items, self.truncate_dim)
+        keys = [(modality, task, _content_key(item)) for item in items]
+        new = list({key: i for i, key in enumerate(keys) if key not in self.full_width}.values())
+        if new:
+            self.full_width.update(zip((keys[i] for i in new), encode([items[i] for i in new], None)))
+        full = np.stack([self.full_width[key] for key in keys])
+        if self.truncate_dim is None:
+            return full
+        prefix = full[:, : self.truncate_dim]
+        return prefix / np.maximum(np.linalg.norm(prefix, axis=1, keepdims=True), 1e-12)
+
+
+def _content_key(item) -> str | tuple:
+    """A text itself; an image by its pixels (mteb hands PIL images)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Path):
+        return str(item)
+    return item.mode, item.size, hashlib.blake2b(item.tobytes(), digest_size=16).digest()
 
 
 def _languages(directory: Path, pattern: str) -> list[str]:
@@ -318,19 +351,32 @@ def read_beir(directory: Path) -> tuple[list[dict], list[dict], dict[str, dict[s
     return jsonl("corpus.jsonl"), jsonl("queries.jsonl"), qrels
 
 
-def write_vidore_dataset(documents: str | Path, output: str | Path) -> Path:
+def write_vidore_dataset(documents: str | Path, work: str | Path) -> Path:
     """The BEIR document set as a local ViDoRe-format dataset (``datasets.load_dataset`` configs
-    ``corpus`` / ``queries`` / ``qrels``, split ``test``, page images embedded as bytes)."""
+    ``corpus`` / ``queries`` / ``qrels``, split ``test``, page images embedded as bytes), in
+    ``work/vidore-<fingerprint of the set>``; that folder.
+
+    ``datasets`` caches a local folder's dataset under the folder's name alone, in the user's cache:
+    a fixed name read the pages and queries of whichever set was loaded under it first. The name
+    carries the content, so a set is read from the cache only by a run of the same set.
+    """
     from datasets import Dataset, Features, Image, Value
 
-    documents, output = Path(documents), Path(output)
+    documents = Path(documents)
     corpus, queries, qrels = read_beir(documents)
+    pages = [(documents / row["image"]).read_bytes() for row in corpus]
+    fingerprint = hashlib.blake2b(digest_size=8)
+    for part in (documents / "corpus.jsonl", documents / "queries.jsonl", documents / "qrels" / "test.tsv"):
+        fingerprint.update(part.read_bytes())
+    for page in pages:
+        fingerprint.update(page)
+    output = Path(work) / f"vidore-{fingerprint.hexdigest()}"
     for name in ("corpus", "queries", "qrels"):
         (output / name).mkdir(parents=True, exist_ok=True)
     Dataset.from_dict(
         {
             "corpus-id": [row["_id"] for row in corpus],
-            "image": [{"bytes": (documents / row["image"]).read_bytes(), "path": None} for row in corpus],
+            "image": [{"bytes": page, "path": None} for page in pages],
         },
         features=Features({"corpus-id": Value("string"), "image": Image()}),
     ).to_parquet(str(output / "corpus" / "test.parquet"))
@@ -382,7 +428,7 @@ def resolve_tasks(names: list[str], languages: list[str] | None, data: str | Pat
         folder, build = LOCAL_TASKS[name]
         if data is None or not (Path(data) / folder).is_dir():
             raise FileNotFoundError(f"task {name} reads {folder}/ under --data; got {data}")
-        task = build(Path(data) / folder, work / "vidore_dataset")
+        task = build(Path(data) / folder, work)
         tasks.append(task.filter_languages(languages) if languages else task)
     others = [name for name in names if name not in LOCAL_TASKS]
     if others:

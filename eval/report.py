@@ -112,11 +112,11 @@ def evaluate_model(model: str | Path, eval_dir: str | Path, output: str | Path, 
     if (eval_dir / "text_retrieval").is_dir():
         tasks.append(local_text_retrieval(eval_dir / "text_retrieval"))
     if (eval_dir / "documents").is_dir():
-        tasks.append(vidore_task(write_vidore_dataset(eval_dir / "documents", output / "vidore_dataset")))
+        tasks.append(vidore_task(write_vidore_dataset(eval_dir / "documents", output)))
+    full_width: dict = {}  # every text and image encoded once, for all dims
     for dim in dims:
-        mteb_scores = (
-            run_tasks(MMCLIPEncoder(model_dir, None if dim == full else dim, model=hf_model), tasks) if tasks else {}
-        )
+        encoder = MMCLIPEncoder(model_dir, None if dim == full else dim, model=hf_model, full_width=full_width)
+        mteb_scores = run_tasks(encoder, tasks) if tasks else {}
         entry = {"retrieval": retrieval.get(dim, {}), "mteb": mteb_scores}
         entry["summary"] = _summary(entry)
         results["per_dim"][str(dim)] = entry

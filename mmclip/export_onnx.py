@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .models import MMCLIP
+from .models.processing_mmclip import tokenize_batch
 
 ONNX_DIR = "onnx"
 OPSET = 17
@@ -128,10 +129,9 @@ class OnnxEncoder:
         prefix = "" if task is None else self.task_instructions[task]
         out = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer([prefix + t for t in texts[start:start + batch_size]], padding=True,
-                                    truncation=True, max_length=self.context_length, return_tensors="np",
-                                    return_token_type_ids=False)
-            out.append(self.run_text(tokens["input_ids"], tokens["attention_mask"]))
+            tokens = tokenize_batch(self.tokenizer, [prefix + t for t in texts[start:start + batch_size]],
+                                    self.context_length)
+            out.append(self.run_text(tokens["input_ids"].numpy(), tokens["attention_mask"].numpy()))
         return self.finish(np.concatenate(out), truncate_dim)
 
     def encode_image(self, images, batch_size: int = 32, truncate_dim: int | None = None) -> np.ndarray:

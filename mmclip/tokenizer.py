@@ -11,6 +11,7 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
 from .config import ConfigError
 from .models import TextConfig
+from .models.processing_mmclip import tokenize_batch
 
 
 def load_tokenizer(path: str | Path, text_config: TextConfig | None = None) -> PreTrainedTokenizerBase:
@@ -37,11 +38,4 @@ def load_tokenizer(path: str | Path, text_config: TextConfig | None = None) -> P
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], context_length: int) -> BatchEncoding:
     """``input_ids`` / ``attention_mask`` tensors, truncated to ``context_length`` and padded only
     to the batch's longest text, so short captions do not pay for a long stage's context."""
-    return tokenizer(
-        texts,
-        max_length=context_length,
-        truncation=True,
-        padding="longest",
-        return_tensors="pt",
-        return_token_type_ids=False,
-    )
+    return BatchEncoding(tokenize_batch(tokenizer, texts, context_length))

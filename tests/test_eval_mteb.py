@@ -89,6 +89,32 @@ def test_the_exports_model_meta_loads_the_model_for_mteb(setup):
         load_model_meta(root / "export", 48)
 
 
+def test_encoders_sharing_full_width_embeddings_score_as_each_width_alone(setup, monkeypatch):
+    # mmclip eval report: each text encoded once at the full width, every width a re-normalised prefix.
+    from eval.mteb_tasks import MMCLIPEncoder, local_sts, local_text_retrieval, run_tasks
+
+    root, _, model = setup
+    tasks = [local_sts(root / "eval" / "sts"), local_text_retrieval(root / "eval" / "text_retrieval")]
+    encoded = []
+    encode_text = model.encode_text
+
+    def counting(sentences, **kwargs):
+        encoded.extend(sentences)
+        return encode_text(sentences, **kwargs)
+
+    full_width = {}
+    monkeypatch.setattr(model, "encode_text", counting)
+    shared = {dim: run_tasks(MMCLIPEncoder(root / "export", dim, model, full_width), tasks) for dim in (16, 32, None)}
+    assert len(encoded) == len(set(encoded)) == len(full_width)  # once each, over the three widths
+    monkeypatch.setattr(model, "encode_text", encode_text)
+    for dim, scores_at_dim in shared.items():
+        alone = run_tasks(MMCLIPEncoder(root / "export", dim, model), tasks)
+        assert sorted(alone) == sorted(scores_at_dim)
+        for task, subsets in alone.items():
+            assert scores_at_dim[task] == pytest.approx(subsets, abs=1e-5)
+    assert shared[16] != shared[None]  # the widths differ, so the prefix really is taken
+
+
 def result_files(output):
     """``{task: json}`` of mteb's result folder (one model, one revision) and its model_meta.json."""
     (model_folder,) = (output / "results").iterdir()

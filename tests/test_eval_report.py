@@ -84,3 +84,20 @@ def test_report_runs_every_benchmark_at_each_dim_and_compares_results(setup, tmp
     for name in ("metric_vs_dim.png", "per_language.png", "comparison.png"):
         image = np.asarray(Image.open(tmp_path / "out" / name).convert("L"))
         assert image.shape[0] > 200 and image.std() > 10  # a drawn plot, not an empty canvas
+
+
+def test_two_document_sets_are_read_as_their_own_pages(tmp_path, monkeypatch):
+    # datasets caches a local folder's dataset by the folder's name: a second report read the
+    # pages of the first one's set (ViDoRe nDCG@5 0.605 instead of 0.010 on the demo model).
+    import datasets.config
+
+    from eval.mteb_tasks import vidore_task, write_vidore_dataset
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")  # one cache for both
+    for name, pages in (("first", 3), ("second", 5)):
+        root = tmp_path / name
+        write_eval_sets(root, Context(3, ("de",)), {**SIZES, "documents": pages}, lambda build, n: map(build, range(n)))
+        task = vidore_task(write_vidore_dataset(root / "documents", tmp_path / name / "work"))
+        task.load_data()
+        queries = len((root / "documents" / "queries.jsonl").read_text().splitlines())
+        assert (len(task.corpus["test"]), len(task.queries["test"])) == (pages, queries)

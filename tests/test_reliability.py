@@ -298,3 +298,19 @@ def test_two_environments_do_not_rebuild_each_others_op(tmp_path):
     assert any(p.suffix == ".so" for p in _cache_files(caches[1]))
     build(pythons[0])  # and the first one's build is still there: loaded, not compiled again (no file rewritten)
     assert _cache_files(caches[0]) == built_a
+
+
+def test_the_op_builds_with_the_pinned_ninja_whatever_path_says(monkeypatch):
+    # Debian's ninja 1.11 first on PATH rebuilt an op the pinned 1.13 had built (45 s at every switch).
+    import ninja
+
+    from mmclip.train.ops import use_environment_build
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/unused")  # setdefault keeps it; nothing is built here
+    use_environment_build()
+    assert shutil.which("ninja") == os.path.join(ninja.BIN_DIR, "ninja")
+    version = subprocess.run(["ninja", "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith(ninja.__version__), version
+    use_environment_build()  # idempotent: PATH is not extended again
+    assert os.environ["PATH"] == f"{ninja.BIN_DIR}:/usr/bin:/bin"

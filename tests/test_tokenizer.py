@@ -44,3 +44,31 @@ def test_tokenizer_that_does_not_fit_the_tower_is_rejected(tokenizer_dir, tiny_c
     tiny_config.text.vocab_size, tiny_config.text.pad_token_id = 1000, 0
     with pytest.raises(ConfigError, match="text.pad_token_id"):
         load_tokenizer(tokenizer_dir, tiny_config.text)
+
+
+@pytest.mark.parametrize("kind", ["xlm-r", "mistral", "xlm-r, left padding"])
+def test_batch_tokenization_gives_transformers_ids(tokenizer_dir, tmp_path, kind):
+    # tokenize_batch runs the fast tokenizer's backend itself: the same tensors as transformers' call.
+    from transformers import AutoTokenizer
+
+    from data_pipelines.synthetic.tiny_llm import train_llm_tokenizer
+    from mmclip.models.processing_mmclip import tokenize_batch
+    from mmclip.tokenizer import tokenize
+
+    if kind == "mistral":  # byte-level BPE, <s> without </s>, its own <pad>
+        train_llm_tokenizer(CORPUS, 400, tmp_path / "llm")
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / "llm")
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer.padding_side = "left" if "left" in kind else "right"
+    texts = [*MULTILINGUAL_SENTENCES[:6], "", " ".join(MULTILINGUAL_SENTENCES)]  # an empty one, one truncated
+    for max_length in (8, 64):
+        expected = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ours = tokenize_batch(tokenizer, texts, max_length)
+        assert ours["input_ids"].shape[1] == min(max_length, expected["input_ids"].shape[1])
+        assert torch.equal(ours["input_ids"], expected["input_ids"])
+        assert torch.equal(ours["attention_mask"], expected["attention_mask"])
+        assert torch.equal(tokenize(tokenizer, texts, max_length)["input_ids"], expected["input_ids"])
+    # The backend's settings do not leak into transformers' own calls.
+    assert tokenizer(texts[:2])["input_ids"] == [tokenizer(text)["input_ids"] for text in texts[:2]]
+    assert len({len(ids) for ids in tokenizer(texts[:6])["input_ids"]}) > 1  # unpadded

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedModel
 
+from .processing_mmclip import tokenize_batch
+
 
 class EmbeddingHFModel(PreTrainedModel):
     main_input_name = "input_ids"
@@ -87,14 +89,8 @@ class EmbeddingHFModel(PreTrainedModel):
         out = np.zeros((len(texts), dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             batch = order[start : start + batch_size]
-            tokens = self.tokenizer(
-                [texts[i] for i in batch],
-                padding=True,
-                truncation=True,
-                max_length=self.config.context_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            ).to(self.device)
-            embeds = self.get_text_features(tokens["input_ids"], tokens["attention_mask"])[..., :dim]
+            tokens = tokenize_batch(self.tokenizer, [texts[i] for i in batch], self.config.context_length)
+            ids, mask = (tokens[name].to(self.device) for name in ("input_ids", "attention_mask"))
+            embeds = self.get_text_features(ids, mask)[..., :dim]
             out[batch] = F.normalize(embeds.float(), dim=-1).cpu().numpy()  # in fp32 even for bf16 weights
         return out[0] if single else out

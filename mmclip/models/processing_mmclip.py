@@ -1,8 +1,9 @@
-"""Preprocessing of the exported checkpoint: the released jina-clip-v2 eval transform and a processor
-pairing it with the XLM-R tokenizer (``AutoImageProcessor`` / ``AutoProcessor`` remote code).
+"""Preprocessing of the exported checkpoint: the released jina-clip-v2 eval transform, batch
+tokenization, and a processor pairing them (``AutoImageProcessor`` / ``AutoProcessor`` remote code).
 
-The eval transform is defined here, once: ``mmclip.data.transforms`` calls :func:`resize_center_crop`
-for evaluation, so an exported model sees exactly the pixels the training side evaluated on.
+Both are defined here, once: ``mmclip.data.transforms`` calls :func:`resize_center_crop` for
+evaluation and ``mmclip.tokenizer`` calls :func:`tokenize_batch`, so an exported model sees exactly
+the pixels and token ids the training side saw.
 """
 
 from __future__ import annotations
@@ -38,6 +39,31 @@ def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     mean = torch.tensor(OPENAI_CLIP_MEAN, device=pixels.device).view(3, 1, 1) * 255
     std = torch.tensor(OPENAI_CLIP_STD, device=pixels.device).view(3, 1, 1) * 255
     return pixels.to(torch.float32, copy=True).sub_(mean).div_(std).to(dtype)
+
+
+def tokenize_batch(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` / ``attention_mask`` tensors of ``texts``, truncated to ``max_length`` and padded
+    to the longest: what ``tokenizer(texts, padding=True, truncation=True, max_length=max_length,
+    return_tensors="pt")`` returns.
+
+    A fast tokenizer's Rust backend encodes the batch itself, with the settings transformers would
+    give it: transformers' conversion of every text's encoding into Python lists took two thirds of
+    the time for a batch of 64 short captions.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or tokenizer.pad_token_id is None:  # a slow tokenizer, or one that cannot pad
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                           return_token_type_ids=False)
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    # transformers sets these same fields before each of its own calls, so sharing the backend is safe.
+    backend.enable_truncation(max_length, direction=tokenizer.truncation_side)
+    backend.enable_padding(direction=tokenizer.padding_side, pad_id=tokenizer.pad_token_id,
+                           pad_type_id=tokenizer.pad_token_type_id, pad_token=tokenizer.pad_token)
+    encodings = backend.encode_batch(texts)
+    return {
+        "input_ids": torch.tensor([encoding.ids for encoding in encodings], dtype=torch.long),
+        "attention_mask": torch.tensor([encoding.attention_mask for encoding in encodings], dtype=torch.long),
+    }
 
 
 class MMCLIPImageProcessor(ImageProcessingMixin):
@@ -94,15 +120,7 @@ class MMCLIPProcessor(ProcessorMixin):
         features = {}
         if text is not None:
             max_length = kwargs.get("max_length") or self.tokenizer.model_max_length
-            tokens = self.tokenizer(
-                text,
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            )
-            features.update(tokens)
+            features.update(tokenize_batch(self.tokenizer, [text] if isinstance(text, str) else list(text), max_length))
         if images is not None:
             features.update(self.image_processor(images))
         return BatchFeature(features)

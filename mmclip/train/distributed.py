@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .ops import use_environment_cache
+from .ops import use_environment_build
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def init_distributed(env: DistEnv) -> torch.device:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    use_environment_cache()  # before DeepSpeed compiles its CPU op
+    use_environment_build()  # before DeepSpeed compiles its CPU op
     import deepspeed
 
     # On CPU DeepSpeed prints on stdout that it built its shared-memory op, at every start.
