@@ -238,8 +238,6 @@ def _content_key(item) -> str | tuple:
     """A text itself; an image by its pixels (mteb hands PIL images)."""
     if isinstance(item, str):
         return item
-    if isinstance(item, Path):
-        return str(item)
     return item.mode, item.size, hashlib.blake2b(item.tobytes(), digest_size=16).digest()
 
 
