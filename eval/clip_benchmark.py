@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import functools
 import sys
+import weakref
 from pathlib import Path
 
 import torch
 
 from mmclip import checkpoint
-from mmclip.models.processing_mmclip import normalize, resize_center_crop
+from mmclip.models.pixels import normalize, resize_center_crop
 
 from .retrieval import BenchmarkModel, Tokenize
 
 MODEL_TYPE = "mmclip"
+# Full-width image embeddings per loaded model (BenchmarkModel's image_cache), for as long as the
+# model lives: clip_benchmark encodes a set's images again for every language and --model width.
+_IMAGE_EMBEDDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", **kwargs):
@@ -58,7 +62,8 @@ def load_mmclip(model_name: str, pretrained: str, cache_dir=None, device="cpu", 
     truncate_dim = int(model_name) if model_name.isdigit() else None
     if truncate_dim is not None and truncate_dim not in dims:
         raise ValueError(f"--model {model_name}: not one of the Matryoshka dims {dims}")
-    model = BenchmarkModel(clip.eval(), truncate_dim).to(device)
+    # An export is loaded once per run (below), so its image embeddings serve every call.
+    model = BenchmarkModel(clip.eval(), truncate_dim, image_cache=_IMAGE_EMBEDDINGS.setdefault(clip, {})).to(device)
     transform = functools.partial(_eval_transform, size=image_size)
     return model, transform, Tokenize(tokenizer, context_length)
 

@@ -15,6 +15,7 @@ are clip_benchmark's, not a re-implementation::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -97,14 +98,25 @@ class Tokenize:
 
 
 class BenchmarkModel(nn.Module):
-    """clip_benchmark's model interface over MMCLIP: ``encode_text`` takes the tokenizer's batch."""
+    """clip_benchmark's model interface over MMCLIP: ``encode_text`` takes the tokenizer's batch.
 
-    def __init__(self, model: MMCLIP, truncate_dim: int | None = None):
+    ``image_cache``: a dict that the adapters of one model share across languages and widths. Each
+    image (by its pixels) is then encoded once, at the full width, and every width takes its prefix:
+    clip_benchmark encodes a set's images again for each language and each ``--model`` width.
+    """
+
+    def __init__(self, model: MMCLIP, truncate_dim: int | None = None, image_cache: dict | None = None):
         super().__init__()
-        self.model, self.truncate_dim = model, truncate_dim
+        self.model, self.truncate_dim, self.image_cache = model, truncate_dim, image_cache
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixel_values, truncate_dim=self.truncate_dim)
+        if self.image_cache is None:
+            return self.model.encode_image(pixel_values, truncate_dim=self.truncate_dim)
+        keys = [hashlib.blake2b(row.cpu().numpy().tobytes(), digest_size=16).digest() for row in pixel_values]
+        new = [i for i, key in enumerate(keys) if key not in self.image_cache]
+        if new:
+            self.image_cache.update(zip((keys[i] for i in new), self.model.encode_image(pixel_values[new])))
+        return self.model.truncate(torch.stack([self.image_cache[key] for key in keys]), self.truncate_dim)
 
     def encode_text(self, tokens: Any) -> torch.Tensor:
         return self.model.encode_text(tokens["input_ids"], tokens["attention_mask"], truncate_dim=self.truncate_dim)
@@ -140,7 +152,8 @@ def evaluate_retrieval(
             raise ValueError(f"{root}: no annotation file for {missing}; found {sorted(files)}")
         files = {lang: files[lang] for lang in languages}
     transform = ImageTransform(image_size or model.config.vision.image_size, train=False)
-    adapter, tokenize, cache = BenchmarkModel(model, truncate_dim), Tokenize(tokenizer, context_length), {}
+    pixels, embeddings = {}, {}  # every language captions the same images: each is decoded and encoded once
+    adapter, tokenize = BenchmarkModel(model, truncate_dim, image_cache=embeddings), Tokenize(tokenizer, context_length)
     was_training = model.training
     model.eval()
     # clip_benchmark draws a progress bar per language; TQDM_DISABLE no longer reaches a tqdm that
@@ -149,7 +162,7 @@ def evaluate_retrieval(
     try:
         results = {}
         for lang, path in files.items():
-            dataset = CaptionedImages(path.parent, read_annotations(path), transform, cache)
+            dataset = CaptionedImages(path.parent, read_annotations(path), transform, pixels)
             loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
             metrics = zeroshot_retrieval.evaluate(
                 adapter, loader, tokenize, device, amp=amp, recall_k_list=list(recall_k)

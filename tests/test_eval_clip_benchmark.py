@@ -46,7 +46,18 @@ def test_xtd10_through_clip_benchmarks_own_cli_at_each_dimension(benchmark, tmp_
         "--recall_k", "1", "5", "10", "--no_amp", "--batch_size", "5", "--num_workers", "0",
         "--output", str(tmp_path / "{dataset}_{model}_{language}.json"),
     ]  # fmt: skip
-    assert main(["eval", "clip-benchmark", *argv]) == 0
+    # The run's model (loaded once per run): each image through the vision tower once, not per
+    # language and width (3 x 2 here).
+    from eval.clip_benchmark import _load_export
+
+    encoded = []
+    tower = _load_export(str((root / "hf").resolve()), False).clip.vision
+    hook = tower.register_forward_hook(lambda module, args, output: encoded.append(len(args[0])))
+    try:
+        assert main(["eval", "clip-benchmark", *argv]) == 0
+    finally:
+        hook.remove()
+    assert sum(encoded) == IMAGES
 
     model = load_model(root / "hf")
     data = json.loads((root / "data" / "xtd10-de.json").read_text())

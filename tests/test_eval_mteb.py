@@ -115,6 +115,26 @@ def test_encoders_sharing_full_width_embeddings_score_as_each_width_alone(setup,
     assert shared[16] != shared[None]  # the widths differ, so the prefix really is taken
 
 
+def test_text_retrieval_ranks_the_top_100_and_scores_as_with_mteb_default_top_1000(setup, tmp_path):
+    # mteb ranks max(k_values) texts per query in Python heaps: its default 1000, half of a demo
+    # corpus, took most of the report's time. The main score, nDCG@10, must not notice the cut.
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+
+    from data_pipelines.synthetic.eval_sets import write_text_retrieval
+    from data_pipelines.synthetic.samples import Context
+    from eval.mteb_tasks import MMCLIPEncoder, local_text_retrieval, run_tasks
+
+    root, _, model = setup
+    counts = write_text_retrieval(tmp_path, Context(5, LANGUAGES), 60)
+    ours = local_text_retrieval(tmp_path)
+    top_1000 = type("Top1000", (type(ours),), {"k_values": AbsTaskRetrieval.k_values})()
+    assert max(ours.k_values) == 100 < min(entry["corpus"] for entry in counts.values()) < 1000
+    encoder = MMCLIPEncoder(root / "export", model=model)
+    cut = run_tasks(encoder, [ours])["SyntheticTextRetrieval"]
+    assert sorted(cut) == sorted(LANGUAGES)
+    assert cut == pytest.approx(run_tasks(encoder, [top_1000])["SyntheticTextRetrieval"], abs=1e-9)
+
+
 def result_files(output):
     """``{task: json}`` of mteb's result folder (one model, one revision) and its model_meta.json."""
     (model_folder,) = (output / "results").iterdir()

@@ -40,6 +40,9 @@ class KnownModel(nn.Module):
         level = pixel_values[:, 0].mean((1, 2)) * OPENAI_CLIP_STD[0] * 255 + OPENAI_CLIP_MEAN[0] * 255
         return torch.eye(N)[(level / LEVEL).round().long()]
 
+    def truncate(self, embeds, dim=None):
+        return embeds if dim is None else embeds[..., :dim]
+
     def encode_text(self, input_ids, attention_mask=None, truncate_dim=None):
         index = input_ids[:, 0]
         embeds = torch.eye(N)[index]

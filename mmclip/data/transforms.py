@@ -1,6 +1,6 @@
 """Image transforms: the released model's eval transform and Jina's training crop, made fast.
 
-The eval transform itself lives in ``mmclip.models.processing_mmclip`` (exported as remote code).
+The eval transform itself lives in ``mmclip.models.pixels`` (exported as remote code).
 Both turn an encoded image into a ``uint8`` tensor ``[3, size, size]``; :func:`normalize` applies
 OpenAI CLIP's mean and std, best on the device: the batch crossing from the worker is then 4x
 smaller than float32, and the division is free there.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..models.processing_mmclip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, resize_center_crop  # noqa: F401
+from ..models.pixels import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, resize_center_crop  # noqa: F401
 from .formats import BadSample
 
 TRAIN_SCALE = (0.9, 1.0)  # jina-ai/openclip's RandomResizedCrop range
