@@ -10,16 +10,25 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer, XLMRobertaModel
 
 from data_pipelines.synthetic.tokenizer import train_tokenizer
 from mmclip.cli import main
 from mmclip.factory import load_model_config
-from mmclip.models import MMCLIP
+from mmclip.models import MMCLIP, CLIPConfig
 from mmclip.search import SearchIndex, build_index, load_model, search
 
 from .conftest import TINY
-from .test_weights import jina_clip_v2_dir, open_clip_clip_config, open_clip_xlm_r_model, save_open_clip
+from .test_weights import (
+    jina_clip_v2_dir,
+    open_clip_clip_config,
+    open_clip_xlm_r_model,
+    save_open_clip,
+    text_config,
+    timm_checkpoint,
+    vision_config,
+    xlm_roberta_dir,
+)
 
 # name: (RGB, German name); captions in English or German, long enough for py3langid to tell them apart
 COLOURS = {
@@ -139,3 +148,40 @@ def test_open_clip_whole_checkpoint_exports_its_image_embeddings(folders):
     with torch.no_grad():
         torch.testing.assert_close(exported.get_image_features(pixels), reference.encode_image(pixels),
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_timm_vision_checkpoint_with_an_hf_xlm_r_as_text_base(folders):
+    # EVA02-L-14's timm weights and xlm-roberta-large, at toy size, each saved by its own library.
+    root, train, _, captions = folders
+    torch.manual_seed(0)
+    (root / "timm").mkdir()
+    vision_file, timm_model = timm_checkpoint(root / "timm")
+    text_dir = xlm_roberta_dir(root / "xlm-roberta")
+    train_tokenizer(captions * 20, vocab_size=100, output_dir=text_dir)
+    model_yaml = root / "timm_xlm_r_model.yaml"  # both 64 wide: no projections, as jina-clip-v2
+    model_yaml.write_text(yaml.safe_dump(dataclasses.asdict(CLIPConfig(
+        embed_dim=64, matryoshka_dims=[32, 64], attention_backend="sdpa", vision=vision_config(),
+        text=text_config(position_embedding="rotary")))))
+
+    run = root / "run-text-base"
+    # LoRA on the text tower at a vanishing LR: the export's towers are then the bases as loaded.
+    finetune(vision_file, train, "--text-base", text_dir, "--output", run, "--config", model_yaml, "--steps", 2,
+             "--batch-size", 8, "--vision", "frozen", "--text", "lora", "--set", "optimizer.lr_text=1e-12")
+
+    assert json.loads((run / "report.json").read_text())["base_kind"] == "vision checkpoint + text model"
+    stage = yaml.safe_load((run / "stage.yaml").read_text())
+    # The HF model's absolute positions and table length replace the YAML's rotary ones.
+    assert {"text.position_embedding=absolute", "text.max_position_embeddings=40"} <= set(stage["model_overrides"])
+    exported = AutoModel.from_pretrained(str(run / "hf"), trust_remote_code=True).eval()
+    pixels = torch.randn(3, 3, 56, 56)
+    tokenizer = AutoTokenizer.from_pretrained(str(run / "hf"))
+    batch = tokenizer(["a red dog", "blau", "nothing else"], padding=True, return_tensors="pt")
+    assert not batch["attention_mask"].all()  # padding in the batch: the mean is over real tokens
+    with torch.no_grad():  # timm's pre-logits features (its head dropped), XLM-R's mean over real tokens
+        expected = timm_model.forward_head(timm_model.forward_features(pixels), pre_logits=True)
+        torch.testing.assert_close(exported.get_image_features(pixels), expected, atol=1e-5, rtol=1e-5)
+        states = XLMRobertaModel.from_pretrained(str(text_dir), add_pooling_layer=False)(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        torch.testing.assert_close(exported.get_text_features(batch["input_ids"], batch["attention_mask"]),
+                                   (states * mask).sum(1) / mask.sum(1), atol=1e-5, rtol=1e-5)
