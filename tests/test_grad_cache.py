@@ -67,12 +67,12 @@ def backward_into_grads(loss, last):
     loss.backward()
 
 
-def run_step(model, batches, chunks=None, seed=1):
+def run_step(model, batches, chunks=None, seed=1, fixed_images=False):
     """One step from a fresh RNG seed; its total loss, stream losses and every parameter's gradient."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     step = ContrastiveStep(model, lambda kind: logit_scale(model, kind), KINDS, InfoNCELoss([16, 32, 64], [0.5, 1.0, 2.0]), WEIGHTS, torch.float32, CPU,
-                           backward_into_grads)
+                           backward_into_grads, fixed_images)
     total, losses = step.whole(batches) if chunks is None else step.grad_cache(batches, chunks)
     return total, losses, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
@@ -155,6 +155,33 @@ def test_dropout_masks_are_replayed_per_chunk():
     assert_same_step(cached, reference)
     # The masks matter: the whole batch in one piece draws different ones.
     assert not torch.allclose(run_step(model, batches)[0], cached[0])
+
+
+def test_a_frozen_vision_tower_runs_once_per_chunk_with_the_same_gradients():
+    """Nothing of the vision side trains (``mmclip finetune``'s jina-clip-v2): step 3 embeds only the
+    captions, so each image chunk crosses the vision tower once, and the gradients are those of the
+    chunks embedded in order with gradients, patch dropout and text dropout drawn as before."""
+    from mmclip.train.families.clip import CLIPFamily
+
+    model, batches = tiny(patch_dropout=0.5, dropout=0.2), make_batches()
+    model.vision.requires_grad_(False)
+    model.vision_proj.requires_grad_(False)
+    assert CLIPFamily.fixed_image_embeddings(None, model)
+    chunks = {"image_text": 2, "text_triplet": 4}
+    reference = run_step(model, batches, chunks)  # the vision tower embedded again in step 3
+    calls = []
+    hook = model.vision.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    try:
+        once = run_step(model, batches, chunks, fixed_images=True)
+    finally:
+        hook.remove()
+    assert calls == [2, 2, 2, 2]  # the 8 images, 2 at a time, once
+    assert_same_step(once, reference)
+    assert not any(name.startswith(("vision.", "vision_proj.")) for name in once[2])
+    assert any(name.startswith("text.") for name in once[2])
+    assert_same_step(run_step(tiny(), batches, chunks, fixed_images=False), run_step(tiny(), batches))  # unchanged
+    model.vision_proj = torch.nn.Linear(64, 64)  # a projection that trains: the image side is not fixed
+    assert not CLIPFamily.fixed_image_embeddings(None, model)
 
 
 def _free_port():

@@ -60,7 +60,7 @@ def train_steps(path):
 
 
 MODES = {
-    "vision-frozen": ({"vision": {"mode": "frozen"}}, False),
+    "vision-frozen": ({"vision": {"mode": "frozen"}}, True),  # GradCache embeds its images once
     "lock-1-each": ({"vision": {"mode": "lock", "unlocked_layers": 1}, "text": {"mode": "lock", "unlocked_layers": 1}},
                     True),
     "text-lora": ({"vision": {"mode": "lock"}, "text": {"mode": "lora"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},

@@ -17,6 +17,10 @@ memory cannot be split into independent micro-batches. GradCache splits the mode
 Parameter gradients equal the unchunked step's; activation memory is one chunk's plus the
 embeddings of the batch, for one extra forward pass. Chunks accumulate into the same gradients,
 so the caller's ``backward(surrogate, last)`` reduces across ranks only on the last one.
+
+Image embeddings that take no gradient (a frozen vision tower and projection, as ``mmclip
+finetune`` trains jina-clip-v2) are final after step 1: step 3 embeds only the captions then,
+and the vision tower, most of the step's compute, runs once instead of twice.
 """
 
 from __future__ import annotations
@@ -93,7 +97,8 @@ class RandomState:
 class ContrastiveStep:
     """What one step needs besides its batches: ``forward`` is the model or its engine,
     ``logit_scale(kind)`` the family's temperature of a stream kind, ``kinds`` the stream kinds,
-    ``weights`` the stream-loss weights (default 1), ``backward(loss, last)`` the engine's backward.
+    ``weights`` the stream-loss weights (default 1), ``backward(loss, last)`` the engine's backward,
+    ``fixed_images`` whether image embeddings take no gradient (nothing of the vision side trains).
     Both step flavours return the detached total and stream losses."""
 
     forward: Callable[..., Any]
@@ -104,9 +109,22 @@ class ContrastiveStep:
     dtype: torch.dtype
     device: torch.device
     backward: Backward
+    fixed_images: bool = False
 
     def embed(self, name: str, batch: dict[str, Any]) -> Embeddings:
         return embed_stream(self.forward, self.kinds[name], to_device(batch, self.device), self.dtype)
+
+    def captions_only(self, name: str) -> bool:
+        """GradCache's step 3 embeds only this stream's captions: its images' embeddings are final."""
+        return self.fixed_images and self.kinds[name] == "image_text"
+
+    def embed_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        pixels = batch["pixel_values"].to(self.device, non_blocking=True)
+        return self.forward(pixel_values=normalize(pixels, self.dtype)).image_embeds
+
+    def embed_captions(self, batch: dict[str, Any]) -> torch.Tensor:
+        ids, mask = (batch[key].to(self.device, non_blocking=True) for key in ("input_ids", "attention_mask"))
+        return self.forward(input_ids=ids, attention_mask=mask).text_embeds
 
     def weighted_total(self, losses: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
         return sum(self.weights.get(name, 1.0) * out["loss"] for name, out in losses.items())
@@ -131,9 +149,14 @@ class ContrastiveStep:
         for name, batch in batches.items():
             parts = []
             for chunk in split_batch(batch, chunk_sizes.get(name, len(batch["keys"]))):
-                chunks.append((name, chunk, RandomState(self.device)))
                 with torch.no_grad():
-                    parts.append(self.embed(name, chunk))
+                    if self.captions_only(name):  # the images first, as the joint forward runs them
+                        images = self.embed_images(chunk)
+                        chunks.append((name, chunk, RandomState(self.device)))
+                        parts.append({"query": images, "positive": self.embed_captions(chunk)})
+                    else:
+                        chunks.append((name, chunk, RandomState(self.device)))
+                        parts.append(self.embed(name, chunk))
             cached[name] = {key: torch.cat([p[key] for p in parts]).float().requires_grad_() for key in parts[0]}
 
         # 2. The loss of the whole batch, differentiated w.r.t. the embeddings and detached temperature
@@ -151,7 +174,7 @@ class ContrastiveStep:
         offsets = dict.fromkeys(batches, 0)
         for index, (name, chunk, state) in enumerate(chunks):
             with state.replay():
-                embeds = self.embed(name, chunk)
+                embeds = {"positive": self.embed_captions(chunk)} if self.captions_only(name) else self.embed(name, chunk)
             start, size = offsets[name], len(chunk["keys"])
             offsets[name] += size
             surrogate = sum((embeds[key].float() * cached[name][key].grad[start:start + size]).sum() for key in embeds)

@@ -65,10 +65,15 @@ class ModelFamily:
         """InfoNCE per stream with this family's temperatures, whole or by GradCache chunks."""
         module = engine.module
         contrastive = ContrastiveStep(engine, lambda kind: self.logit_scale(module, kind), self.kinds, self.loss_fn,
-                                      self.config.loss.weights, dtype, device, backward)
+                                      self.config.loss.weights, dtype, device, backward,
+                                      self.fixed_image_embeddings(module))
         if self.config.grad_cache_chunk:
             return contrastive.grad_cache(batches, self.config.grad_cache_chunk)
         return contrastive.whole(batches)
+
+    def fixed_image_embeddings(self, module: nn.Module) -> bool:
+        """Whether nothing that computes image embeddings trains (GradCache then embeds images once)."""
+        return False
 
     def step(self, engine, batches: dict[str, dict], dtype: torch.dtype, device: torch.device,
              backward: Backward) -> StepLosses:

@@ -108,6 +108,11 @@ class CLIPFamily(ModelFamily):
     def logit_scale(self, model: MMCLIP, kind: str) -> torch.Tensor:
         return logit_scale(model, kind)
 
+    def fixed_image_embeddings(self, module: MMCLIP) -> bool:
+        """A frozen vision tower and projection (``clip.towers.vision.mode: frozen``, or ``lock:0``
+        without a projection, as jina-clip-v2 has none)."""
+        return not any(p.requires_grad for p in (*module.vision.parameters(), *module.vision_proj.parameters()))
+
     def after_step(self, module: MMCLIP) -> None:
         module.clamp_logit_scales()
 
