@@ -12,6 +12,8 @@ Sections, each recorded in the JSON whether it passes, fails (its error kept) or
    ``--run-seconds`` of steps: the trainer's own checkpoint, then its samples/s and MFU from the log.
 4. ``encode_image``: that checkpoint exported to a Hugging Face directory, loaded with
    ``AutoModel.from_pretrained(..., trust_remote_code=True)``, ``encode_image`` images/s at 224 px.
+5. ``finetune_step``: ``bench/finetune_step.py`` at full size and 512 px, ``mmclip finetune``'s
+   towers (vision frozen, text LoRA) under GradCache: images embedded once against twice.
 
 ``--cpu-dry-run`` runs the same path on the CPU at tiny size in about a minute (the test suite does),
 so that the script cannot rot before a GPU is available. Output: ``bench/results/gpu_<device>.json``.
@@ -139,6 +141,17 @@ def check_train_step(args, device: torch.device, deadline: float) -> dict:
                 if row.get("impl") == "mmclip" and row.get("peak_memory_gb") is not None:
                     row["estimated_peak_gb"] = estimate
     return out
+
+
+def check_finetune_step(args, device: torch.device, deadline: float) -> dict:
+    if args.cpu_dry_run:
+        extra = ["--size", "tiny", "--image-size", "112", "--batch", "4", "--chunk", "2", "--warmup", "0",
+                 "--steps", "1", "--threads", "1"]
+    else:
+        extra = ["--size", "full", "--image-size", "512", "--batch", "128", "--chunk", "32", "--warmup", "1",
+                 "--steps", "3"]
+    return run_json([sys.executable, str(BENCH / "finetune_step.py"), *extra],
+                    timeout=max(60.0, deadline - time.monotonic()))
 
 
 # --- 3. DeepSpeed ZeRO-1 stage 1 on real shards; 4. HF encode_image -------------------------------
@@ -270,6 +283,7 @@ def main() -> int:
                                                               args.cpu_dry_run))
         else:
             report["sections"]["encode_image"] = {"skipped": "no checkpoint from deepspeed_run"}
+        section("finetune_step", lambda: check_finetune_step(args, device, deadline))
         if generator.poll() is None:
             generator.kill()
     report["seconds"] = round(time.monotonic() - start, 1)

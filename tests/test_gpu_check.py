@@ -20,7 +20,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     report = json.loads(output.read_text())
     assert report["dry_run"] and report["ok"]
     sections = report["sections"]
-    assert set(sections) == {"attention", "train_step", "corpus", "deepspeed_run", "encode_image"}
+    assert set(sections) == {"attention", "train_step", "corpus", "deepspeed_run", "encode_image", "finetune_step"}
     attention = sections["attention"]["result"]
     assert attention["ok"] and attention["backends"]["sdpa"]["packed_max_abs_err"] < 1e-4
     assert attention["backends"]["flash"] == {"unavailable": True}  # CPU tensors: never measured as sdpa
@@ -31,3 +31,5 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert run["ok"] and run["steps"] >= 1 and run["checkpoint"].endswith(f"step_{run['steps']:06d}")
     assert sections["encode_image"]["result"]["images_per_s"] > 0
     assert sections["encode_image"]["result"]["embedding_shape"] == [8, 64]
+    finetune = sections["finetune_step"]["result"]
+    assert [row["step"] for row in finetune["rows"]] == ["vision twice (GradCache)", "vision once (mmclip)"]
