@@ -6,6 +6,7 @@ Mistral only when LUSIFER is used.
 """
 
 from .config import ConfigError, load_config
+from .lazy import lazy_exports
 from .models.configuration import CLIPConfig, TextConfig, VisionConfig
 
 __version__ = "0.1.0"
@@ -21,14 +22,6 @@ __all__ = [
     "load_model_config",
 ]
 
-
-def __getattr__(name: str):
-    if name in ("create_model", "load_model_config"):
-        from . import factory
-
-        return getattr(factory, name)
-    if name == "MMCLIP":
-        from .models.clip import MMCLIP
-
-        return MMCLIP
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__, {"create_model": ".factory", "load_model_config": ".factory", "MMCLIP": ".models.clip"}
+)

@@ -6,25 +6,20 @@ transformers' Mistral: ``MMCLIP`` / ``LusiferModel`` are the torch modules, ``MM
 ``LusiferHFModel`` (``modeling_*.py``) their Hugging Face wrappers.
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "CLIPConfig": "configuration",
-    "LusiferConfig": "configuration",
-    "TextConfig": "configuration",
-    "VisionConfig": "configuration",
-    "CLIPOutput": "clip",
-    "MMCLIP": "clip",
-    "EvaVisionTower": "eva",
-    "LusiferModel": "lusifer",
-    "LusiferOutput": "lusifer",
-    "XLMRobertaTextTower": "xlm_roberta",
+    "CLIPConfig": ".configuration",
+    "LusiferConfig": ".configuration",
+    "TextConfig": ".configuration",
+    "VisionConfig": ".configuration",
+    "CLIPOutput": ".clip",
+    "MMCLIP": ".clip",
+    "EvaVisionTower": ".eva",
+    "LusiferModel": ".lusifer",
+    "LusiferOutput": ".lusifer",
+    "XLMRobertaTextTower": ".xlm_roberta",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -4,15 +4,8 @@
 dependencies), so reading a stage config stays cheap.
 """
 
+from ..lazy import lazy_exports
 from .config import TrainConfig
 
-
-def __getattr__(name: str):
-    if name in ("train", "load_train_config"):
-        from . import loop
-
-        return getattr(loop, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["TrainConfig", "load_train_config", "train"]
+__getattr__ = lazy_exports(__name__, {"train": ".loop", "load_train_config": ".loop"})
