@@ -112,7 +112,8 @@ class BenchmarkModel(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.image_cache is None:
             return self.model.encode_image(pixel_values, truncate_dim=self.truncate_dim)
-        keys = [hashlib.blake2b(row.cpu().numpy().tobytes(), digest_size=16).digest() for row in pixel_values]
+        rows = pixel_values.detach().cpu().contiguous().view(torch.uint8).numpy()  # any dtype's bytes, one copy
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
         new = [i for i, key in enumerate(keys) if key not in self.image_cache]
         if new:
             self.image_cache.update(zip((keys[i] for i in new), self.model.encode_image(pixel_values[new])))
