@@ -79,7 +79,8 @@ def main() -> None:
             for name, (seconds, memory) in zip(sides, timings)]
     emit({
         "benchmark": "finetune_step",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                  f"cpu ({platform.processor() or platform.machine()})",  # as train_step.py names it
         "size": args.size, "image_size": args.image_size, "batch": args.batch, "grad_cache_chunk": chunk,
         "towers": {"vision": "frozen", "text": "lora"}, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "rows": rows,

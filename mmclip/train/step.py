@@ -150,13 +150,11 @@ class ContrastiveStep:
             parts = []
             for chunk in split_batch(batch, chunk_sizes.get(name, len(batch["keys"]))):
                 with torch.no_grad():
-                    if self.captions_only(name):  # the images first, as the joint forward runs them
-                        images = self.embed_images(chunk)
-                        chunks.append((name, chunk, RandomState(self.device)))
-                        parts.append({"query": images, "positive": self.embed_captions(chunk)})
-                    else:
-                        chunks.append((name, chunk, RandomState(self.device)))
-                        parts.append(self.embed(name, chunk))
+                    # Final images are embedded before the chunk's RNG state, as the joint forward orders them.
+                    images = self.embed_images(chunk) if self.captions_only(name) else None
+                    chunks.append((name, chunk, RandomState(self.device)))
+                    parts.append(self.embed(name, chunk) if images is None
+                                 else {"query": images, "positive": self.embed_captions(chunk)})
             cached[name] = {key: torch.cat([p[key] for p in parts]).float().requires_grad_() for key in parts[0]}
 
         # 2. The loss of the whole batch, differentiated w.r.t. the embeddings and detached temperature
