@@ -50,7 +50,7 @@ import torch
 import torchvision
 import webdataset as wds
 from PIL import Image, ImageDraw
-from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from report import cpu_model, emit  # bench/report.py: scripts here run with bench/ on sys.path
 from torchvision import transforms as T
 
 from mmclip.data import DataConfig, MultiStreamLoader
@@ -96,13 +96,6 @@ def parse_args() -> argparse.Namespace:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def photo(rng: np.random.Generator, width: int = 1024, height: int = 768) -> bytes:

@@ -16,11 +16,10 @@ steps taking turns; fp32 on CPU, bf16 autocast on CUDA, activation checkpointing
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
-from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from report import emit, processor  # bench/report.py: scripts here run with bench/ on sys.path
 from train_step import SIZES, make_batch, mmclip_model, time_interleaved
 
 from mmclip.losses import InfoNCELoss
@@ -80,7 +79,7 @@ def main() -> None:
     emit({
         "benchmark": "finetune_step",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                  f"cpu ({platform.processor() or platform.machine()})",  # as train_step.py names it
+                  f"cpu ({processor()})",
         "size": args.size, "image_size": args.image_size, "batch": args.batch, "grad_cache_chunk": chunk,
         "towers": {"vision": "frozen", "text": "lora"}, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "rows": rows,

@@ -29,7 +29,7 @@ from pathlib import Path
 import timm
 import torch
 import transformers
-from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from report import cpu_model, emit  # bench/report.py: scripts here run with bench/ on sys.path
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
@@ -69,17 +69,6 @@ def log(message: str) -> None:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def cpu_model() -> str:
-    # platform.processor() is often empty on Linux; /proc/cpuinfo names the part.
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 # A pair is (ours, baseline, run_ours, run_baseline); each run_* is one batch-1 forward to a [1, D] embedding.

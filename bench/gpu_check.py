@@ -36,6 +36,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from report import processor  # bench/report.py: scripts here run with bench/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -246,7 +247,7 @@ def main() -> int:
         print("gpu_check: no CUDA device here; use --cpu-dry-run on a CPU machine", file=sys.stderr)
         return 2
     report = {"check": "gpu_check", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-              f"cpu ({platform.machine()})", "dry_run": args.cpu_dry_run, "torch": torch.__version__,
+              f"cpu ({processor()})", "dry_run": args.cpu_dry_run, "torch": torch.__version__,
               "python": platform.python_version(), "sections": {}}
 
     def section(name: str, work) -> object:

@@ -20,7 +20,6 @@ change against torch. One JSON object goes to stdout (and ``--output``).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import onnxruntime
 import torch
 from PIL import Image
-from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from report import emit, processor  # bench/report.py: scripts here run with bench/ on sys.path
 
 from mmclip.export_onnx import OnnxEncoder
 from eval.retrieval import find_annotation_files, read_annotations
@@ -140,7 +139,7 @@ def main() -> None:
                       for key in ("t2i_recall@5", "i2t_recall@5")} for variant in VARIANTS}
     report = {
         "device": {
-            "processor": platform.processor() or platform.machine(),
+            "processor": processor(),
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
             "threads": args.threads or torch.get_num_threads(),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import platform
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from report import emit, processor  # bench/report.py: scripts here run with bench/ on sys.path
 
 from mmclip.search.index import new_faiss_index
 
@@ -69,7 +68,7 @@ def main() -> None:
     centres = rng.standard_normal((args.clusters, args.dim)).astype(np.float32)
     report = {
         "device": {
-            "processor": platform.processor() or platform.machine(),
+            "processor": processor(),
             "faiss": importlib.metadata.version("faiss-cpu"),
             "threads": faiss.omp_get_max_threads(),
         },

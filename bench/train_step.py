@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 import open_clip
 import timm
 import torch
-from report import emit  # bench/report.py: scripts here run with bench/ on sys.path
+from report import emit, processor  # bench/report.py: scripts here run with bench/ on sys.path
 from transformers import XLMRobertaConfig
 
 from mmclip import create_model, load_model_config
@@ -334,7 +333,7 @@ def main() -> None:
               "full": "EVA02-L/14 + XLM-R-large"}
     emit({
         "benchmark": "train_step",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({processor()})",
         "models": models[args.size],
         "precision": "bf16 autocast" if dtype == torch.bfloat16 else "fp32",
         "micro_batch": args.batch, "context_length": args.context_length,
