@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from report import emit, processor  # bench/report.py: scripts here run with bench/ on sys.path
+from report import describe_device, emit  # bench/report.py: scripts here run with bench/ on sys.path
 from train_step import SIZES, make_batch, mmclip_model, time_interleaved
 
 from mmclip.losses import InfoNCELoss
@@ -78,8 +78,7 @@ def main() -> None:
             for name, (seconds, memory) in zip(sides, timings)]
     emit({
         "benchmark": "finetune_step",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-                  f"cpu ({processor()})",
+        "device": describe_device(device),
         "size": args.size, "image_size": args.image_size, "batch": args.batch, "grad_cache_chunk": chunk,
         "towers": {"vision": "frozen", "text": "lora"}, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "rows": rows,

@@ -36,7 +36,7 @@ import traceback
 from pathlib import Path
 
 import torch
-from report import processor  # bench/report.py: scripts here run with bench/ on sys.path
+from report import describe_device  # bench/report.py: scripts here run with bench/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -246,9 +246,8 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; use --cpu-dry-run on a CPU machine", file=sys.stderr)
         return 2
-    report = {"check": "gpu_check", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-              f"cpu ({processor()})", "dry_run": args.cpu_dry_run, "torch": torch.__version__,
-              "python": platform.python_version(), "sections": {}}
+    report = {"check": "gpu_check", "device": describe_device(device), "dry_run": args.cpu_dry_run,
+              "torch": torch.__version__, "python": platform.python_version(), "sections": {}}
 
     def section(name: str, work) -> object:
         began = time.monotonic()

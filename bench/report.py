@@ -26,6 +26,15 @@ def processor() -> str:
     return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
+def describe_device(device) -> str:
+    """A record's ``device``: the GPU's name, or ``cpu (`` :func:`processor` ``)``."""
+    if device.type == "cuda":
+        import torch  # only here: the CPU-only benchmarks need no torch for their reports
+
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({processor()})"
+
+
 def emit(report: dict, output: Path | None) -> None:
     text = json.dumps(report, indent=2)
     print(text)

@@ -43,7 +43,7 @@ from pathlib import Path
 import open_clip
 import timm
 import torch
-from report import emit, processor  # bench/report.py: scripts here run with bench/ on sys.path
+from report import describe_device, emit  # bench/report.py: scripts here run with bench/ on sys.path
 from transformers import XLMRobertaConfig
 
 from mmclip import create_model, load_model_config
@@ -333,7 +333,7 @@ def main() -> None:
               "full": "EVA02-L/14 + XLM-R-large"}
     emit({
         "benchmark": "train_step",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({processor()})",
+        "device": describe_device(device),
         "models": models[args.size],
         "precision": "bf16 autocast" if dtype == torch.bfloat16 else "fp32",
         "micro_batch": args.batch, "context_length": args.context_length,
