@@ -1,8 +1,11 @@
 """The stage-1 training step: mmclip's against open_clip's on the same towers, in one run.
 
-One optimizer step on one device, the same for both sides: a micro-batch of images (224 px) and
+One optimizer step on one device, the same work on both sides: a micro-batch of images (224 px) and
 captions (77-token context), bf16 autocast on CUDA (fp32 on CPU), activation checkpointing, the
-contrastive loss over the batch (local loss, one process), backward, AdamW.
+contrastive loss over the batch (local loss, one process), backward; then AdamW, each side's own: the
+trainer's fused one for mmclip (``mmclip.train.optim.adamw``), torch's default one for open_clip, as
+``open_clip_train.main`` builds it (a loop over the tensors on CPU, ``foreach`` on CUDA);
+``--optimizer fused`` gives open_clip the fused one too, so that the ratio is the towers' and the loss's alone.
 
 * mmclip: ``MMCLIP`` from ``configs/model/jina-clip-v2.yaml`` (EVA02-L/14 + Jina-XLM-R), the
   trainer's own step (``mmclip.train.step.ContrastiveStep.whole``: InfoNCE at every Matryoshka dim),
@@ -34,6 +37,7 @@ EVA02-B/16 + XLM-R-base towers on both sides (CPU runs). One JSON object goes to
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import sys
 import tempfile
@@ -52,6 +56,7 @@ from mmclip.info import TRAIN_FLOPS_PER_FORWARD, text_forward_flops, vision_forw
 from mmclip.losses import InfoNCELoss
 from mmclip.models.attention import BACKENDS, resolve_backend
 from mmclip.train.compile import compile_towers
+from mmclip.train.optim import adamw
 from mmclip.train.families.clip import logit_scale
 from mmclip.train.step import ContrastiveStep
 from mmclip.train.metrics import peak_flops
@@ -105,6 +110,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes", default="224,384,512", help="mmclip image sizes (open_clip runs at the first)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row (compile happens here)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
+    parser.add_argument("--optimizer", choices=("own", "fused"), default="own",
+                        help="own: each side's AdamW (mmclip's fused, open_clip's torch default); fused: both fused")
     parser.add_argument("--no-checkpointing", action="store_true", help="activation checkpointing off on both sides")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--profile", action="store_true",
@@ -190,7 +197,7 @@ def mmclip_step(model, batch, device, dtype, compiled: bool):
     if compiled:
         compile_towers(model)
     forward = model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    optimizer = adamw(model.parameters(), lr=1e-5)
     step_losses = ContrastiveStep(forward, lambda kind: logit_scale(model, kind), {"image_text": "image_text"}, loss_fn,
                                   {}, torch.float32, device, lambda loss, last: loss.backward())
 
@@ -203,10 +210,10 @@ def mmclip_step(model, batch, device, dtype, compiled: bool):
     return step
 
 
-def open_clip_step(model, batch, device, dtype, compiled: bool):
+def open_clip_step(model, batch, device, dtype, compiled: bool, fused_adamw: bool = False):
     loss_fn = open_clip.ClipLoss(local_loss=True, gather_with_grad=True)
     forward = torch.compile(model) if compiled else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    optimizer = adamw(model.parameters(), lr=1e-5) if fused_adamw else torch.optim.AdamW(model.parameters(), lr=1e-5)
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(3, 1, 1) * 255
     std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(3, 1, 1) * 255
 
@@ -311,7 +318,8 @@ def main() -> None:
                 for patch_dropout in args.patch_dropout:
                     base = {"patch_dropout": patch_dropout, "compile": compiled, "captions": captions}
                     candidates = [("open_clip", lambda: open_clip_model(args, patch_dropout, Path(text_dir)),
-                                   open_clip_step, args.sizes[0], {"attention": "timm/hf sdpa", **base})]
+                                   functools.partial(open_clip_step, fused_adamw=args.optimizer == "fused"),
+                                   args.sizes[0], {"attention": "timm/hf sdpa", **base})]
                     for backend in args.backends:
                         if resolve_backend(backend, device) != backend:
                             rows.append({"impl": "mmclip", "attention": backend, **base, "unavailable": True})
@@ -340,6 +348,8 @@ def main() -> None:
         "caption_lengths": {"realistic": f"log-normal, median {CAPTION_MEDIAN_TOKENS}, sigma {CAPTION_SIGMA}, "
                                          f"clipped to [4, {args.context_length}]", "full": "every token real"},
         "activation_checkpointing": not args.no_checkpointing,
+        "optimizer": {"own": "mmclip: fused AdamW; open_clip: torch's default AdamW",
+                      "fused": "fused AdamW on both sides"}[args.optimizer],
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__, "open_clip": open_clip.__version__,
         "dense_bf16_peak_tflops": peak_device / 1e12 if peak_device else None,

@@ -32,16 +32,24 @@ RECIPE_STAGES = (
 
 
 def vision_forward_flops(config: VisionConfig, image_size: int, patch_dropout: float = 0.0) -> float:
-    """Forward FLOPs of one image through the EVA02 tower (kept patches only under patch dropout)."""
+    """Forward FLOPs of one image through the EVA02 tower (kept patches only under patch dropout).
+
+    The last block computes its output for the CLS token alone (``EvaVisionTower.forward``): q/k/v
+    for every token, the rest for one query.
+    """
     grid = image_size // config.patch_size
     num_patches = grid * grid
     kept = max(1, int(num_patches * (1.0 - patch_dropout))) if patch_dropout else num_patches
     tokens, width, hidden = 1 + kept, config.width, config.mlp_hidden_dim
+
+    def block(queries: int) -> int:
+        qkv = 2 * tokens * width * 3 * width
+        scores_and_values = 2 * 2 * queries * tokens * width
+        output_and_swiglu = 2 * queries * (width * width + width * 2 * hidden + hidden * width)
+        return qkv + scores_and_values + output_and_swiglu
+
     patch_embed = 2 * num_patches * 3 * config.patch_size**2 * width
-    projections = 2 * tokens * width * (3 * width + width)  # qkv + output
-    scores_and_values = 2 * 2 * tokens * tokens * width
-    swiglu = 2 * tokens * (width * 2 * hidden + hidden * width)
-    return float(patch_embed + config.depth * (projections + scores_and_values + swiglu))
+    return float(patch_embed + (config.depth - 1) * block(tokens) + block(1))
 
 
 def text_forward_flops(config: TextConfig, context_length: int) -> float:

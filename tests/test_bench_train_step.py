@@ -11,12 +11,13 @@ def test_train_step_bench_tiny(tmp_path):
     output = tmp_path / "train_step.json"
     command = [sys.executable, str(REPO / "bench" / "train_step.py"), "--tiny", "--sizes", "224,112", "--compile", "off",
                "--backends", "sdpa,flash", "--captions", "realistic", "--batch", "2", "--warmup", "1", "--steps", "1", "--threads", "1",
-               "--output", str(output)]
+               "--optimizer", "fused", "--output", str(output)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(output.read_text())
     assert json.loads(result.stdout) == report
     assert report["device"].startswith("cpu") and report["micro_batch"] == 2 and report["activation_checkpointing"]
+    assert report["optimizer"] == "fused AdamW on both sides"
     measured = [r for r in report["rows"] if "samples_per_s" in r]
     settings = {(r["impl"], r.get("image_size"), r["patch_dropout"]) for r in measured}
     assert settings == {("open_clip", 224, 0.0), ("open_clip", 224, 0.5), ("mmclip", 224, 0.0), ("mmclip", 224, 0.5),

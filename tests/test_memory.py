@@ -15,6 +15,7 @@ from mmclip.train.memory import (
     estimate_memory,
     model_state_bytes,
     text_bytes_per_token_layer,
+    vision_bytes_per_token_last_layer,
     vision_bytes_per_token_layer,
     vision_tokens,
 )
@@ -47,7 +48,8 @@ def test_activation_formula_matches_saved_tensors(patch_dropout):
     pixels = torch.randn(batch, 3, 112, 112)
     vision = model.config.vision
     fp32 = 2  # the formula counts bf16 bytes
-    estimate = fp32 * vision_bytes_per_token_layer(vision) * vision.depth * vision_tokens(vision, 112, patch_dropout) * batch
+    per_token = vision_bytes_per_token_layer(vision) * (vision.depth - 1) + vision_bytes_per_token_last_layer(vision)
+    estimate = fp32 * per_token * vision_tokens(vision, 112, patch_dropout) * batch
     measured = saved_activation_bytes(model, lambda: model.vision(pixels), [pixels])
     assert 0.85 < measured / estimate < 1.15
 

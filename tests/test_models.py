@@ -199,6 +199,30 @@ def test_patch_dropout_keeps_rope_aligned(tiny_model):
     assert subset.shape == (2, 9, 64) and not torch.allclose(subset[:, 0], full, atol=1e-3)
 
 
+def test_last_block_for_the_cls_token_alone_equals_the_whole_tower(tiny_model):
+    """``forward`` runs the last block for the CLS token only; output and every gradient are the full tower's."""
+    tiny_model.train()
+    pixels = torch.randn(3, 3, 56, 56)
+    keep = torch.stack([torch.randperm(16)[:12] for _ in range(3)])  # under patch dropout too
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    outputs, grads = [], []
+    for cls_only in (False, True):
+        tiny_model.zero_grad()
+        states = tiny_model.vision.forward_features(pixels, keep_indices=keep, cls_only=cls_only)
+        assert states.shape == ((3, 1, 64) if cls_only else (3, 13, 64))
+        outputs.append(states[:, 0])
+        (states[:, 0] @ direction).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in tiny_model.vision.named_parameters()})
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=2e-5)
+    assert grads[1]["blocks.0.attn.qkv.weight"].abs().sum() > 0
+    tiny_model.eval()
+    torch.testing.assert_close(tiny_model.vision(pixels), tiny_model.vision.forward_features(pixels)[:, 0],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_patch_dropout_applies_only_in_training(tiny_model):
     tiny_model.vision.config.patch_dropout = 0.5
     pixels = torch.randn(2, 3, 56, 56)
@@ -260,7 +284,11 @@ def test_gradients_flow_with_activation_checkpointing(tiny_model):
     tiny_model.train()
     tiny_model.set_grad_checkpointing(True)
     ids, mask = random_text()
-    loss = tiny_model.encode_image(torch.randn(2, 3, 56, 56)).sum() + tiny_model.encode_text(ids, mask).sum()
+    # A random direction, not a plain sum: the sum of a LayerNorm's output (the CLS embedding, with
+    # no projection) is constant, so its gradient is zero up to rounding.
+    direction = torch.randn(tiny_model.config.embed_dim, generator=torch.Generator().manual_seed(0))
+    loss = (tiny_model.encode_image(torch.randn(2, 3, 56, 56)) @ direction).sum()
+    loss = loss + (tiny_model.encode_text(ids, mask) @ direction).sum()
     loss.backward()
     assert tiny_model.vision.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert tiny_model.text.layers[0].mixer.Wqkv.weight.grad.abs().sum() > 0

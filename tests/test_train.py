@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
@@ -22,6 +23,7 @@ from mmclip.data.formats import ImageText, TextPair
 from mmclip.data.shards import ShardSetWriter
 from data_pipelines.synthetic.tokenizer import train_tokenizer
 from mmclip.train import load_train_config
+from mmclip.train.optim import adamw
 from mmclip.train.preemption import EXIT_PREEMPTED
 
 from .conftest import REPO, TINY
@@ -348,3 +350,22 @@ def test_sigterm_to_one_of_two_grad_cache_ranks_stops_both(workspace, baseline):
             assert one[step][stream] == ranks[0][step][stream] + ranks[1][step][stream]
     assert [r["loss"] for r in read_log(output)] == pytest.approx([r["loss"] for r in read_log(baseline)], rel=1e-4)  # as test_two_ranks_match_one
     assert_close(weights(output, 20), weights(baseline, 20), atol=TWO_RANK_ATOL)
+
+
+def test_trainer_adamw_is_fused_and_takes_torch_reference_steps():
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(32)]
+    fused_params = [w.clone().requires_grad_() for w in weights]
+    loop_params = [w.clone().requires_grad_() for w in weights]
+    fused = adamw(fused_params, lr=1e-2, weight_decay=0.05, betas=(0.9, 0.98), eps=1e-6)
+    loop = torch.optim.AdamW(loop_params, lr=1e-2, weight_decay=0.05, betas=(0.9, 0.98), eps=1e-6, foreach=False)
+    assert fused.defaults["fused"]
+    for _ in range(5):
+        grads = [torch.randn_like(w) for w in weights]
+        for params, optimizer in ((fused_params, fused), (loop_params, loop)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b, w in zip(fused_params, loop_params, weights):
+        assert not torch.equal(a, w)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -65,12 +65,15 @@ class EvaAttention(nn.Module):
         self.inner_attn_ln = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.proj = nn.Linear(config.width, config.width)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """Every token's output, or with ``cls_only`` the CLS token's alone (its query attends to all)."""
         bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         # The module is called (not its weight read), so a LoRA wrapper on qkv takes part.
         qkv = (self.qkv(x) + bias).unflatten(-1, (3, self.num_heads, -1))
         # q and k rotate together in one op; ``rope`` [B or 1, N, D/2, 2] has a no-op row for the CLS token.
         q, k = apply_rotary(qkv[:, :, :2], rope[:, :, None, None], interleaved=True).unbind(2)
+        if cls_only:
+            q = q[:, :1]
         x = attention(q, k, qkv[:, :, 2], backend=self.backend).flatten(-2)
         return self.proj(self.inner_attn_ln(x))
 
@@ -97,8 +100,9 @@ class EvaBlock(nn.Module):
         self.norm2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope)
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        attended = self.attn(self.norm1(x), rope, cls_only)
+        x = (x[:, :1] if cls_only else x) + attended
         return x + self.mlp(self.norm2(x))
 
 
@@ -163,11 +167,15 @@ class EvaVisionTower(nn.Module):
         num_keep = max(1, int(num_patches * (1.0 - self.config.patch_dropout)))
         return torch.rand(batch, num_patches, device=device).topk(num_keep, dim=1).indices
 
-    def forward_features(self, pixel_values: torch.Tensor, keep_indices: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_features(self, pixel_values: torch.Tensor, keep_indices: torch.Tensor | None = None,
+                         cls_only: bool = False) -> torch.Tensor:
         """All tokens after the final LayerNorm, ``[B, 1 + kept patches, width]``.
 
         ``keep_indices`` ``[B, K]`` selects patches explicitly; otherwise patch dropout draws
         them in training. Kept patches take their RoPE rows along, so positions stay aligned.
+        ``cls_only``: the CLS token alone, ``[B, 1, width]``. The last block then computes its
+        output for that token only (its query still attends to every token): the other tokens'
+        last outputs never reach the embedding, and they are most of that block's work.
         """
         config = self.config
         x = self.patch_embed(pixel_values)
@@ -183,12 +191,13 @@ class EvaVisionTower(nn.Module):
             x = x.gather(1, keep_indices[..., None].expand(-1, -1, x.shape[-1]))
             rope = rope[F.pad(keep_indices + 1, (1, 0))]  # row 0: the CLS token's
         x = torch.cat((cls, x), dim=1)
-        for block in self.blocks:
+        for index, block in enumerate(self.blocks):
+            last_cls_only = cls_only and index == len(self.blocks) - 1
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, use_reentrant=False)
+                x = checkpoint(block, x, rope, last_cls_only, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = block(x, rope, last_cls_only)
         return self.norm(x)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(pixel_values)[:, 0]
+        return self.forward_features(pixel_values, cls_only=True)[:, 0]

@@ -13,9 +13,10 @@ fragmentation come on top), in four parts, for P parameters over N ranks:
   one at a time). Per token and layer a tower keeps ``a`` bytes (bf16; twice under fp32), counted
   from what its backward needs with SDPA / flash attention (no ``s x s`` matrix):
   EVA02 ``2 (11h + 5m)`` (pre-LN, the fused qkv output that v views plus q and k after RoPE,
-  sub-LN, SwiGLU hidden m with its LayerNorm), XLM-R ``2 (10h + 2i) + 2h`` (the same attention,
-  post-LN, GELU hidden i, two dropout masks of a byte); tests/test_memory.py checks both against
-  the tensors autograd actually saves. With
+  sub-LN, SwiGLU hidden m with its LayerNorm), but ``2 * 7h`` in its last layer, which computes
+  its output for the CLS token alone (pre-LN, qkv, the rotated keys), XLM-R ``2 (10h + 2i) + 2h``
+  (the same attention, post-LN, GELU hidden i, two dropout masks of a byte); tests/test_memory.py
+  checks both against the tensors autograd actually saves. With
   activation checkpointing a layer keeps only its input, ``2h`` bytes per token, and one layer at
   a time is recomputed in full. Only trained layers keep activations: a ``frozen`` tower none, a
   ``lock`` tower its ``unlocked_layers`` (nothing before them needs a gradient), a ``lora`` tower
@@ -47,6 +48,10 @@ def vision_bytes_per_token_layer(config: VisionConfig) -> int:
     return 2 * (11 * config.width + 5 * config.mlp_hidden_dim)
 
 
+def vision_bytes_per_token_last_layer(config: VisionConfig) -> int:
+    return 2 * 7 * config.width
+
+
 def text_bytes_per_token_layer(config: TextConfig) -> int:
     return 2 * (10 * config.hidden_size + 2 * config.intermediate_size) + 2 * config.hidden_size
 
@@ -60,15 +65,20 @@ def vision_tokens(config: VisionConfig, image_size: int, patch_dropout: float) -
 class Tower:
     """One tower's activation cost for ``sequences`` inputs of ``tokens`` tokens."""
 
-    layers: int  # the layers that keep activations for the backward (the trained ones)
+    layers: int  # the layers that keep activations for the backward (the trained ones, the last ones)
     width: int
     bytes_per_token_layer: int
     tokens: int
     sequences: int
+    bytes_per_token_last_layer: int | None = None  # where the last layer keeps less (the vision tower)
 
     def stored(self, checkpointing: bool, scale: int) -> float:
-        per_layer = 2 * self.width if checkpointing else self.bytes_per_token_layer
-        return scale * per_layer * self.layers * self.tokens * self.sequences
+        if checkpointing:
+            per_token = 2 * self.width * self.layers
+        else:
+            last = self.bytes_per_token_layer if self.bytes_per_token_last_layer is None else self.bytes_per_token_last_layer
+            per_token = self.bytes_per_token_layer * (self.layers - 1) + last if self.layers else 0
+        return scale * per_token * self.tokens * self.sequences
 
     def recomputed_layer(self, scale: int) -> float:
         return scale * self.bytes_per_token_layer * self.tokens * self.sequences
@@ -86,7 +96,8 @@ def _stream_towers(kind: str, samples: int, model: CLIPConfig, towers: TowersCon
                  text_bytes_per_token_layer(model.text), context, samples)
     if kind == "image_text":
         vision = Tower(trained_layers(towers, "vision", model.vision.depth), model.vision.width,
-                       vision_bytes_per_token_layer(model.vision), image_tokens, samples)
+                       vision_bytes_per_token_layer(model.vision), image_tokens, samples,
+                       vision_bytes_per_token_last_layer(model.vision))
         return [vision, text]
     texts = 2 + (negatives if kind == "text_triplet" else 0)
     return [Tower(text.layers, text.width, text.bytes_per_token_layer, context, samples * texts)]

@@ -48,6 +48,13 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """torch's AdamW with its fused kernel, on CPU and CUDA alike: one pass over each tensor instead
+    of a dozen elementwise ops (on this project's 2-core CPU, 0.18-0.47 s against 1.7-2.0 s a step
+    over EVA02-B/16 + XLM-R-base's 364M parameters)."""
+    return torch.optim.AdamW(params, fused=True, **kwargs)
+
+
 def build_optimizer(
     groups: list[dict], config: OptimizerConfig, total_steps: int, start_step: int = 0
 ) -> tuple[torch.optim.AdamW, LambdaLR]:
@@ -55,7 +62,7 @@ def build_optimizer(
     (the schedule steps once per optimizer step)."""
     for group in groups:
         group["initial_lr"] = group["lr"]  # lets LambdaLR start mid-schedule
-    optimizer = torch.optim.AdamW(groups, betas=tuple(config.betas), eps=config.eps)
+    optimizer = adamw(groups, betas=tuple(config.betas), eps=config.eps)
     schedule = LambdaLR(
         optimizer,
         lambda step: lr_factor(step, config.warmup_steps, total_steps, config.min_lr_ratio),
