@@ -76,7 +76,7 @@ class Tower:
         if checkpointing:
             per_token = 2 * self.width * self.layers
         else:
-            last = self.bytes_per_token_layer if self.bytes_per_token_last_layer is None else self.bytes_per_token_last_layer
+            last = self.bytes_per_token_last_layer or self.bytes_per_token_layer
             per_token = self.bytes_per_token_layer * (self.layers - 1) + last if self.layers else 0
         return scale * per_token * self.tokens * self.sequences
 
