@@ -50,8 +50,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
 
 def adamw(params, **kwargs) -> torch.optim.AdamW:
     """torch's AdamW with its fused kernel, on CPU and CUDA alike: one pass over each tensor instead
-    of a dozen elementwise ops (on this project's 2-core CPU, 0.18-0.47 s against 1.7-2.0 s a step
-    over EVA02-B/16 + XLM-R-base's 364M parameters)."""
+    of a dozen elementwise ops (measured in ``bench/train_step.py``'s ``--optimizer`` rows)."""
     return torch.optim.AdamW(params, fused=True, **kwargs)
 
 
