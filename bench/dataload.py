@@ -16,7 +16,7 @@ on 127.0.0.1): the baseline reads the URLs (webdataset streams them with curl), 
 same URLs as a brace pattern (read ahead in a thread per tar) and, in the same run, the local
 files; ``http_over_local`` is ours over HTTP against ours from disk, and ``server_cores_busy`` the
 share of a core the server itself used during each loader's runs (CPU that a remote server would
-not take from this machine).
+not take from this machine); ``server_requests`` counts the tars it served to each HTTP loader.
 
 Each run consumes ``--samples`` samples; the clock starts at the first batch, so worker start-up
 is excluded but every shard read after it is not. Runs alternate between the loaders. One JSON
@@ -170,13 +170,16 @@ def our_batches(source: str, size: int, args, tokenizer) -> Iterator[tuple]:
         yield batch["pixel_values"], batch["input_ids"]
 
 
-def serve(directory: Path) -> tuple[subprocess.Popen, str]:
-    """``python -m http.server`` on a free loopback port, once it answers; stop it with ``terminate``."""
+def serve(directory: Path, access_log: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m http.server`` on a free loopback port, once it answers; stop it with ``terminate``.
+
+    The server writes a line per request to ``access_log``."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with access_log.open("w") as log_file:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
     for _ in range(100):  # up to 10 s
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -185,6 +188,12 @@ def serve(directory: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     server.terminate()
     raise RuntimeError("the loopback HTTP server did not start")
+
+
+def served_requests(access_log: Path, prefixes: list[str]) -> dict[str, int]:
+    """Successful GETs per top-level path ``prefix`` in the server's access log."""
+    lines = access_log.read_text().splitlines()
+    return {prefix: sum(f'"GET /{prefix}/' in line and '" 200 ' in line for line in lines) for prefix in prefixes}
 
 
 def _cpu_seconds(process: psutil.Process | None) -> float:
@@ -264,9 +273,14 @@ def main() -> None:
         server = None
         try:
             if args.source == "http":
-                server, url = serve(tmp / "shards")
-                urls = [f"{url}/{Path(p).name}" for p in shard_paths]
-                pattern = f"{url}/image_text-{{000000..{len(urls) - 1:06d}}}.tar"
+                # Each HTTP loader reads the same tars under its own path, so the access log tells
+                # who the server served.
+                (tmp / "served").mkdir()
+                for name in ("baseline", "ours"):
+                    (tmp / "served" / name).symlink_to(tmp / "shards", target_is_directory=True)
+                server, url = serve(tmp / "served", tmp / "access.log")
+                urls = [f"{url}/baseline/{Path(p).name}" for p in shard_paths]
+                pattern = f"{url}/ours/image_text-{{000000..{len(urls) - 1:06d}}}.tar"
                 loaders = {
                     "baseline": lambda size: baseline_batches(urls, size, args, tokenizer),
                     "ours": lambda size: our_batches(pattern, size, args, tokenizer),
@@ -282,6 +296,7 @@ def main() -> None:
             if server is not None:
                 server.terminate()
                 server.wait()
+        requests = served_requests(tmp / "access.log", ["baseline", "ours"]) if server is not None else None
 
     report = {
         "benchmark": "dataload",
@@ -305,6 +320,8 @@ def main() -> None:
         },
         "results": results,
     }
+    if requests is not None:
+        report["server_requests"] = requests  # every run of every setting, per HTTP loader
     emit(report, args.output)
 
 

